@@ -1,0 +1,201 @@
+//! `poe-code`: log in and out, print the MCP client config, and run the shim.
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Paths;
+use crate::config::credentials::{self, fingerprint};
+
+/// Reach Poe bots and CLI-backed models from any MCP client, through one shared daemon.
+#[derive(Debug, Parser)]
+#[command(name = "poe-code", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Store your Poe API key (from https://poe.com/api_key).
+    Login {
+        /// Read the key from standard input instead of prompting.
+        #[arg(long)]
+        api_key_stdin: bool,
+    },
+    /// Forget the stored API key.
+    Logout,
+    /// MCP server: print the client config, or run the stdio server.
+    Mcp {
+        #[command(subcommand)]
+        command: Option<McpCommand>,
+    },
+    /// Ask a bot once and stream its answer to the terminal.
+    Query {
+        /// Poe bot or model (or any name a plugin serves, e.g. codex).
+        bot: String,
+        /// The message; several words are joined with spaces.
+        #[arg(required = true, num_args = 1..)]
+        prompt: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum McpCommand {
+    /// Run the MCP server on stdin/stdout (what MCP clients start).
+    Run,
+    /// Add poe-code to an agent's MCP config file (asks which agent on a terminal).
+    Configure {
+        /// The agent whose config to edit.
+        #[arg(value_parser = super::configure::provider_values())]
+        provider: Option<String>,
+        /// Don't ask: with no provider, configure claude-code.
+        #[arg(short, long)]
+        yes: bool,
+        /// Tool-call timeout written for agents that take one from their config
+        /// (codex, gemini) [default: 600].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        tool_timeout_sec: Option<u32>,
+    },
+    /// Remove poe-code's entry from an agent's MCP config file (nothing else).
+    Unconfigure {
+        /// The agent whose config to edit.
+        #[arg(value_parser = super::configure::provider_values())]
+        provider: String,
+    },
+}
+
+/// Runs `poe-code` with the process arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let paths = match Paths::from_env() {
+        Ok(paths) => paths,
+        Err(e) => {
+            eprintln!("poe-code: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Login { api_key_stdin } => login(&paths, api_key_stdin),
+        Command::Logout => logout(&paths),
+        Command::Query { bot, prompt } => return query(paths, bot, prompt.join(" ")),
+        Command::Mcp { command: None } => print_mcp_config(),
+        Command::Mcp {
+            command: Some(McpCommand::Run),
+        } => return run_shim(paths),
+        Command::Mcp {
+            command:
+                Some(McpCommand::Configure {
+                    provider,
+                    yes,
+                    tool_timeout_sec,
+                }),
+        } => super::configure::configure(&paths, provider.as_deref(), yes, tool_timeout_sec),
+        Command::Mcp {
+            command: Some(McpCommand::Unconfigure { provider }),
+        } => super::configure::unconfigure(&provider),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("poe-code: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn query(paths: Paths, bot: String, prompt: String) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("poe-code: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(super::query::run(paths, bot, prompt)) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("poe-code: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_shim(paths: Paths) -> ExitCode {
+    // One thread is plenty for a relay and starts fastest.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("poe-code: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(crate::shim::run(paths));
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn login(paths: &Paths, from_stdin: bool) -> anyhow::Result<()> {
+    let key = if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line
+    } else {
+        rpassword::prompt_password(
+            "Poe API key (input hidden; get one at https://poe.com/api_key): ",
+        )?
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        anyhow::bail!("no API key given; nothing was saved");
+    }
+    if key.chars().any(char::is_whitespace) {
+        anyhow::bail!("an API key has no spaces; nothing was saved");
+    }
+    credentials::save(paths, key)?;
+    eprintln!(
+        "Saved API key {} to {}",
+        fingerprint(key),
+        paths.credentials().display()
+    );
+    if std::env::var_os(credentials::API_KEY_ENV).is_some() {
+        eprintln!(
+            "Note: POE_API_KEY is set in this environment and takes precedence over the saved key."
+        );
+    }
+    Ok(())
+}
+
+fn logout(paths: &Paths) -> anyhow::Result<()> {
+    if credentials::delete(paths)? {
+        eprintln!("Removed {}", paths.credentials().display());
+    } else {
+        eprintln!("No stored API key at {}", paths.credentials().display());
+    }
+    Ok(())
+}
+
+/// The JSON an MCP client needs to start this binary as a server.
+pub fn mcp_config_json() -> anyhow::Result<serde_json::Value> {
+    let exe = std::env::current_exe()?;
+    let exe = exe.canonicalize().unwrap_or(exe);
+    Ok(serde_json::json!({
+        "mcpServers": {
+            "poe-code": {
+                "command": exe.display().to_string(),
+                "args": ["mcp", "run"]
+            }
+        }
+    }))
+}
+
+fn print_mcp_config() -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(&mcp_config_json()?)?);
+    Ok(())
+}

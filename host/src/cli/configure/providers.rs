@@ -1,0 +1,298 @@
+//! The MCP clients `poe-code mcp configure` knows, as data: where each keeps its
+//! config, in which format, under which key, and what our entry looks like.
+//!
+//! Adding a client is one more [`Provider`] in [`PROVIDERS`]; nothing else needs to
+//! change. Only clients whose file format was checked against their own docs or
+//! binaries are listed.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+/// The name of our entry in every client's server table.
+pub const SERVER_NAME: &str = "poe-code";
+
+/// The provider `--yes` picks.
+pub const DEFAULT_PROVIDER: &str = "claude-code";
+
+/// How a client's config file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Strict JSON.
+    Json,
+    /// JSON that may contain `//` and `/* */` comments (read with strip-json-comments).
+    Jsonc,
+    /// TOML.
+    Toml,
+}
+
+/// One value in our entry, filled in when configuring.
+#[derive(Debug, Clone, Copy)]
+pub enum Field {
+    /// A fixed string.
+    Const(&'static str),
+    /// The absolute path of this binary.
+    Command,
+    /// The arguments that start the MCP server (`mcp run`).
+    Args,
+    /// The tool-call timeout in seconds.
+    TimeoutSecs,
+    /// The tool-call timeout in milliseconds.
+    TimeoutMillis,
+}
+
+/// An MCP client whose config file we can edit.
+#[derive(Debug)]
+pub struct Provider {
+    /// What users type: `poe-code mcp configure <id>`.
+    pub id: &'static str,
+    /// The product name, for messages.
+    pub name: &'static str,
+    /// The config file, relative to `HOME`.
+    pub home_path: &'static str,
+    /// An environment variable naming the client's config directory, and the file's
+    /// name inside it. When set, the client reads that file instead of `home_path`,
+    /// so we must write there too.
+    pub dir_env: Option<(&'static str, &'static str)>,
+    /// The file's format.
+    pub format: Format,
+    /// Keys from the top of the file down to the table of servers.
+    pub servers_key: &'static [&'static str],
+    /// Our entry's fields, in the order they are written. Keys the user added to our
+    /// entry (say `env`) are kept; only these are set.
+    pub fields: &'static [(&'static str, Field)],
+    /// Said after a successful configure, when there is something the file cannot do.
+    pub note: Option<fn(u32) -> String>,
+}
+
+/// Every client we can configure; the first is shown first in the picker.
+pub static PROVIDERS: &[Provider] = &[
+    // Claude Code keeps user-scope servers in `mcpServers` of ~/.claude.json
+    // (`$CLAUDE_CONFIG_DIR/.claude.json` when set); `claude mcp add -s user` writes
+    // `type`, `command`, `args`. Its tool timeout is an environment variable only.
+    Provider {
+        id: "claude-code",
+        name: "Claude Code",
+        home_path: ".claude.json",
+        dir_env: Some(("CLAUDE_CONFIG_DIR", ".claude.json")),
+        format: Format::Json,
+        servers_key: &["mcpServers"],
+        fields: &[
+            ("type", Field::Const("stdio")),
+            ("command", Field::Command),
+            ("args", Field::Args),
+        ],
+        note: Some(claude_timeout_note),
+    },
+    // Codex reads `[mcp_servers.<name>]` from ~/.codex/config.toml
+    // (`$CODEX_HOME/config.toml` when set); its default `tool_timeout_sec` is far
+    // shorter than a video generation.
+    Provider {
+        id: "codex",
+        name: "Codex",
+        home_path: ".codex/config.toml",
+        dir_env: Some(("CODEX_HOME", "config.toml")),
+        format: Format::Toml,
+        servers_key: &["mcp_servers"],
+        fields: &[
+            ("command", Field::Command),
+            ("args", Field::Args),
+            ("tool_timeout_sec", Field::TimeoutSecs),
+        ],
+        note: None,
+    },
+    // Gemini CLI reads `mcpServers` from ~/.gemini/settings.json, which may hold
+    // comments; `timeout` is per server, in milliseconds.
+    Provider {
+        id: "gemini",
+        name: "Gemini CLI",
+        home_path: ".gemini/settings.json",
+        dir_env: None,
+        format: Format::Jsonc,
+        servers_key: &["mcpServers"],
+        fields: &[
+            ("command", Field::Command),
+            ("args", Field::Args),
+            ("timeout", Field::TimeoutMillis),
+        ],
+        note: None,
+    },
+    // Cursor's global servers live in `mcpServers` of ~/.cursor/mcp.json.
+    Provider {
+        id: "cursor",
+        name: "Cursor",
+        home_path: ".cursor/mcp.json",
+        dir_env: None,
+        format: Format::Json,
+        servers_key: &["mcpServers"],
+        fields: &[("command", Field::Command), ("args", Field::Args)],
+        note: None,
+    },
+];
+
+fn claude_timeout_note(timeout_secs: u32) -> String {
+    let millis = u64::from(timeout_secs) * 1000;
+    format!(
+        "Claude Code takes its tool timeout from the environment, not from this file: \
+         for long generations (video) start it with MCP_TOOL_TIMEOUT={millis}."
+    )
+}
+
+/// The provider called `id`.
+pub fn find(id: &str) -> Option<&'static Provider> {
+    PROVIDERS.iter().find(|p| p.id == id)
+}
+
+/// Every provider id, comma-separated, for messages.
+pub fn id_list() -> String {
+    PROVIDERS
+        .iter()
+        .map(|p| p.id)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The command line a client runs to start our MCP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerCommand {
+    /// Absolute path of the `poe-code` binary.
+    pub command: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+impl Provider {
+    /// The config file this provider reads, given a way to look up environment
+    /// variables (so tests need not touch the process environment).
+    pub fn config_path(&self, env: impl Fn(&str) -> Option<OsString>) -> anyhow::Result<PathBuf> {
+        let set = |name: &str| env(name).filter(|value| !value.is_empty());
+        if let Some((var, file)) = self.dir_env
+            && let Some(dir) = set(var)
+        {
+            return Ok(PathBuf::from(dir).join(file));
+        }
+        let home = set("HOME").ok_or_else(|| {
+            anyhow::anyhow!(
+                "HOME is not set, so {}'s config file (~/{}) cannot be found",
+                self.name,
+                self.home_path
+            )
+        })?;
+        Ok(PathBuf::from(home).join(self.home_path))
+    }
+
+    /// The config file as users know it (`~/.claude.json`), for help text.
+    pub fn display_path(&self) -> String {
+        format!("~/{}", self.home_path)
+    }
+
+    /// Our entry's fields with their values filled in, in order.
+    pub fn entry(&self, server: &ServerCommand, timeout_secs: u32) -> Vec<(String, Value)> {
+        self.fields
+            .iter()
+            .map(|(key, field)| {
+                let value = match field {
+                    Field::Const(text) => Value::from(*text),
+                    Field::Command => Value::from(server.command.clone()),
+                    Field::Args => Value::from(server.args.clone()),
+                    Field::TimeoutSecs => Value::from(timeout_secs),
+                    Field::TimeoutMillis => Value::from(u64::from(timeout_secs) * 1000),
+                };
+                ((*key).to_string(), value)
+            })
+            .collect()
+    }
+
+    /// Whether this provider's config carries a tool timeout we write.
+    pub fn writes_timeout(&self) -> bool {
+        self.fields
+            .iter()
+            .any(|(_, f)| matches!(f, Field::TimeoutSecs | Field::TimeoutMillis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn ids_are_unique_and_default_exists() {
+        for (i, p) in PROVIDERS.iter().enumerate() {
+            assert!(PROVIDERS[i + 1..].iter().all(|q| q.id != p.id), "{}", p.id);
+        }
+        assert!(find(DEFAULT_PROVIDER).is_some());
+        assert!(find("nope").is_none());
+    }
+
+    #[test]
+    fn paths_follow_home_and_the_clients_own_variables() {
+        let claude = find("claude-code").unwrap();
+        let codex = find("codex").unwrap();
+        let env = env_of(&[("HOME", "/h")]);
+        assert_eq!(
+            claude.config_path(&env).unwrap(),
+            PathBuf::from("/h/.claude.json")
+        );
+        assert_eq!(
+            codex.config_path(&env).unwrap(),
+            PathBuf::from("/h/.codex/config.toml")
+        );
+        let env = env_of(&[
+            ("HOME", "/h"),
+            ("CODEX_HOME", "/c"),
+            ("CLAUDE_CONFIG_DIR", "/cc"),
+        ]);
+        assert_eq!(
+            codex.config_path(&env).unwrap(),
+            PathBuf::from("/c/config.toml")
+        );
+        assert_eq!(
+            claude.config_path(&env).unwrap(),
+            PathBuf::from("/cc/.claude.json")
+        );
+        // An empty variable counts as unset.
+        let env = env_of(&[("HOME", "/h"), ("CODEX_HOME", "")]);
+        assert_eq!(
+            codex.config_path(&env).unwrap(),
+            PathBuf::from("/h/.codex/config.toml")
+        );
+        let err = claude.config_path(env_of(&[])).unwrap_err().to_string();
+        assert!(err.contains("HOME is not set"), "{err}");
+    }
+
+    #[test]
+    fn entries_carry_the_timeout_in_each_clients_unit() {
+        let server = ServerCommand {
+            command: "/bin/poe-code".into(),
+            args: vec!["mcp".into(), "run".into()],
+        };
+        let codex = find("codex").unwrap().entry(&server, 600);
+        assert_eq!(codex[2], ("tool_timeout_sec".to_string(), Value::from(600)));
+        let gemini = find("gemini").unwrap().entry(&server, 30);
+        assert_eq!(gemini[2], ("timeout".to_string(), Value::from(30_000)));
+        let claude = find("claude-code").unwrap().entry(&server, 600);
+        assert_eq!(
+            claude,
+            vec![
+                ("type".to_string(), Value::from("stdio")),
+                ("command".to_string(), Value::from("/bin/poe-code")),
+                ("args".to_string(), serde_json::json!(["mcp", "run"])),
+            ]
+        );
+        assert!(!find("claude-code").unwrap().writes_timeout());
+        assert!(find("codex").unwrap().writes_timeout());
+    }
+}

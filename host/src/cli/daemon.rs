@@ -1,0 +1,370 @@
+//! `poe-coded`: run, start, stop and inspect the shared daemon.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Paths};
+use crate::daemon::{self as server, StartError};
+use crate::ipc::lines::{Frame, read_frame, write_json};
+use crate::ipc::status::Status;
+use crate::ipc::{ConnectionKind, ControlReply, ControlRequest, Hello};
+use crate::shim::connect::{ConnectError, connect};
+
+/// Exit code of `status` when no daemon runs (as `systemctl status`).
+pub const EXIT_NOT_RUNNING: u8 = 3;
+
+/// The poe-code daemon: one shared MCP server for all agent sessions of a user.
+#[derive(Debug, Parser)]
+#[command(name = "poe-coded", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (logs to stderr and the log file).
+    Run {
+        /// Started by a shim: log to the file only, idle out by default.
+        #[arg(long)]
+        background: bool,
+        /// Exit after this many seconds with no session and no running call
+        /// (default: never in the foreground, 600 in the background).
+        #[arg(long, value_name = "SECS")]
+        idle_timeout: Option<f64>,
+    },
+    /// Start the daemon in the background if it is not running.
+    Start,
+    /// Stop the running daemon.
+    Stop,
+    /// Reload one plugin (by id), or all plugins and any new plugin files.
+    Reload {
+        /// Plugin id, e.g. poe-openai.
+        plugin: Option<String>,
+    },
+    /// Show the running daemon's state; exits 3 when none runs.
+    Status {
+        /// Print the machine-readable report.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs `poe-coded` with the process arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let paths = match Paths::from_env() {
+        Ok(paths) => paths,
+        Err(e) => {
+            eprintln!("poe-coded: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Run {
+            background,
+            idle_timeout,
+        } => run(paths, background, idle_timeout),
+        Command::Start => with_runtime(start(paths)),
+        Command::Stop => with_runtime(stop(paths)),
+        Command::Reload { plugin } => with_runtime(reload(paths, plugin)),
+        Command::Status { json } => with_runtime(status(paths, json)),
+    }
+}
+
+fn with_runtime(fut: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(fut),
+        Err(e) => {
+            eprintln!("poe-coded: cannot start: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(paths: Paths, background: bool, idle_timeout: Option<f64>) -> ExitCode {
+    let _guard = match super::logging::init_daemon(&paths, !background) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("poe-coded: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let idle_timeout = idle_timeout
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .or_else(config::idle_timeout_from_env)
+        .or(background.then_some(config::DEFAULT_IDLE_TIMEOUT));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("poe-coded: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(paths, server::Options { idle_timeout })) {
+        Ok(()) => ExitCode::SUCCESS,
+        // Lost a start race: the other daemon serves; that is success.
+        Err(StartError::AlreadyRunning(_)) if background => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "poe-coded failed");
+            eprintln!("poe-coded: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn control(paths: &Paths, request: ControlRequest) -> Result<ControlReply, ConnectError> {
+    let hello = Hello::new(ConnectionKind::Control, None);
+    let mut conn = connect(paths, &hello).await?;
+    write_json(&mut conn.writer, &request)
+        .await
+        .map_err(|e| ConnectError::Other(e.into()))?;
+    match read_frame(&mut conn.reader, 64 * 1024 * 1024).await {
+        Ok(Frame::Line(line)) => serde_json::from_slice(&line)
+            .map_err(|e| ConnectError::Other(anyhow::anyhow!("unreadable reply: {e}"))),
+        _ => Err(ConnectError::Other(anyhow::anyhow!(
+            "the daemon closed the connection without replying"
+        ))),
+    }
+}
+
+async fn start(paths: Paths) -> ExitCode {
+    let hello = Hello::new(ConnectionKind::Control, None);
+    match crate::shim::connect::connect_or_start(&paths, &hello).await {
+        Ok(conn) => {
+            println!(
+                "poe-coded {} running (pid {}) on {}",
+                conn.ack.daemon_version,
+                conn.ack.daemon_pid,
+                paths.socket().display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("poe-coded: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn stop(paths: Paths) -> ExitCode {
+    match control(&paths, ControlRequest::Stop).await {
+        Ok(_) => {
+            // Wait until the socket is gone so a following `start` is clean.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while paths.socket().exists() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            println!("poe-coded stopped");
+            ExitCode::SUCCESS
+        }
+        Err(ConnectError::NotRunning(socket)) => {
+            println!("poe-coded is not running ({socket})");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("poe-coded: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn reload(paths: Paths, plugin: Option<String>) -> ExitCode {
+    match control(
+        &paths,
+        ControlRequest::Reload {
+            plugin: plugin.clone(),
+        },
+    )
+    .await
+    {
+        Ok(reply) => {
+            if reply.reloaded.is_empty() {
+                eprintln!(
+                    "poe-coded: no plugin {} to reload",
+                    plugin
+                        .as_deref()
+                        .map(|p| format!("'{p}'"))
+                        .unwrap_or_default()
+                );
+                return ExitCode::FAILURE;
+            }
+            for outcome in &reply.reloaded {
+                match (&outcome.plugin, &outcome.error) {
+                    (_, Some(error)) => println!(
+                        "REFUSED {}: {error} (previous version keeps serving)",
+                        outcome.file
+                    ),
+                    (Some(id), None) => println!("reloaded {id} from {}", outcome.file),
+                    (None, None) => println!("{}: nothing to do", outcome.file),
+                }
+            }
+            if reply.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(ConnectError::NotRunning(socket)) => {
+            eprintln!("poe-coded is not running (no daemon listens on {socket})");
+            ExitCode::from(EXIT_NOT_RUNNING)
+        }
+        Err(e) => {
+            eprintln!("poe-coded: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn status(paths: Paths, json: bool) -> ExitCode {
+    match control(&paths, ControlRequest::Status).await {
+        Ok(ControlReply {
+            status: Some(status),
+            ..
+        }) => {
+            if json {
+                match serde_json::to_string_pretty(&status) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("poe-coded: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", render(&status));
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(reply) => {
+            eprintln!(
+                "poe-coded: status failed: {}",
+                reply.error.unwrap_or_else(|| "no status in reply".into())
+            );
+            ExitCode::FAILURE
+        }
+        Err(ConnectError::NotRunning(socket)) => {
+            eprintln!("poe-coded is not running (no daemon listens on {socket})");
+            ExitCode::from(EXIT_NOT_RUNNING)
+        }
+        Err(e) => {
+            eprintln!("poe-coded: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The human-readable status report.
+pub fn render(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let idle = s
+        .idle_timeout_secs
+        .map(|t| format!("{t} s"))
+        .unwrap_or_else(|| "never".into());
+    let _ = writeln!(
+        out,
+        "poe-coded {} — running, pid {}, up {} s",
+        s.version, s.pid, s.uptime_secs
+    );
+    let _ = writeln!(out, "  socket:     {}", s.socket);
+    let _ = writeln!(out, "  state dir:  {}", s.state_dir);
+    let _ = writeln!(out, "  idle exit:  {idle}");
+    let _ = writeln!(
+        out,
+        "  calls:      {} running, {} served",
+        s.calls_in_flight, s.calls_total
+    );
+    let _ = writeln!(
+        out,
+        "  jobs:       {} running, {} completed, {} failed, {} cancelled (kept 3 days)",
+        s.jobs.running, s.jobs.completed, s.jobs.failed, s.jobs.cancelled
+    );
+    if let Some(error) = &s.config_error {
+        let _ = writeln!(out, "  config:     IGNORED — {error}");
+    }
+    match (&s.store, &s.store_error) {
+        (_, Some(error)) => {
+            let _ = writeln!(
+                out,
+                "  store:      UNUSABLE — {error}; jobs are kept in memory only"
+            );
+        }
+        (Some(path), None) => {
+            let _ = writeln!(out, "  store:      {path}");
+        }
+        (None, None) => {}
+    }
+    for l in &s.limiters {
+        let paused = l
+            .paused_for_ms
+            .map(|ms| format!(", paused {:.1} s more", ms as f64 / 1000.0))
+            .unwrap_or_default();
+        let remaining = l
+            .upstream_remaining
+            .map(|r| format!(", upstream says {r} left"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  limit:      {} key {}: {}/min, {} queued{remaining}{paused}",
+            l.plugin, l.key, l.requests_per_minute, l.queued
+        );
+    }
+    let _ = writeln!(
+        out,
+        "plugins ({}, {} libraries mapped):",
+        s.plugins.len(),
+        s.libraries_mapped
+    );
+    for p in &s.plugins {
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<8} api {:<8} loaded {} (reloads {})  {}",
+            p.id, p.version, p.plugin_api_version, p.loaded_at, p.reload_count, p.path
+        );
+        let latency = match (p.latency_p50_ms, p.latency_p95_ms) {
+            (Some(p50), Some(p95)) => format!(", latency p50 {p50:.1} ms p95 {p95:.1} ms"),
+            _ => String::new(),
+        };
+        let errors = if p.errors.is_empty() {
+            String::new()
+        } else {
+            let parts: Vec<String> = p.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            format!(", errors: {}", parts.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "               models [{}]; {} upstream requests{errors}{latency}",
+            p.models.join(", "),
+            p.requests
+        );
+        if let Some(error) = &p.last_error {
+            let _ = writeln!(out, "               last reload REFUSED: {error}");
+        }
+    }
+    for e in &s.plugin_errors {
+        let _ = writeln!(out, "  REFUSED {}: {}", e.path, e.reason);
+    }
+    let _ = writeln!(out, "sessions ({}):", s.sessions.len());
+    for session in &s.sessions {
+        let client = match (&session.client_name, &session.client_version) {
+            (Some(name), Some(version)) => format!("{name} {version}"),
+            (Some(name), None) => name.clone(),
+            _ => "(not initialized)".into(),
+        };
+        let _ = writeln!(
+            out,
+            "  #{:<4} {:<28} pid {:<7} {} calls, connected {} s",
+            session.id, client, session.shim_pid, session.calls, session.connected_secs
+        );
+    }
+    out
+}

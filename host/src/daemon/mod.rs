@@ -1,0 +1,255 @@
+//! `poe-coded`: the shared daemon. One per user and state dir, guarded by an
+//! exclusive lock; listens on `$POE_CODE_HOME/run/poe-coded.sock` and serves
+//! an MCP session per shim connection plus control requests.
+
+pub mod control;
+pub mod framing;
+pub mod session;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::BufReader;
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::config::file::ConfigFile;
+use crate::config::{Paths, Settings};
+use crate::ipc::lines::{Frame, read_frame, write_json};
+use crate::ipc::{ConnectionKind, Hello, HelloAck, IPC_VERSION};
+use crate::jobs::Jobs;
+use crate::limits::Limits;
+use crate::plugins::Registry;
+use state::DaemonState;
+
+/// How the daemon was started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Exit after this long with no session and no running call.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Why the daemon did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("another poe-coded already serves {0}")]
+    AlreadyRunning(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Runs the daemon until it is stopped or idles out.
+pub async fn run(paths: Paths, options: Options) -> Result<(), StartError> {
+    let run_dir = paths
+        .ensure_run_dir()
+        .with_context(|| format!("cannot create {}", paths.run_dir().display()))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(paths.daemon_lock())
+        .with_context(|| format!("cannot open {}", paths.daemon_lock().display()))?;
+    // Held for the life of the process: exactly one daemon per state dir.
+    if lock.try_lock().is_err() {
+        return Err(StartError::AlreadyRunning(
+            paths.socket().display().to_string(),
+        ));
+    }
+    let socket = paths.socket();
+    // We hold the lock, so any socket file left is from a daemon that died.
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+            .context("cannot restrict the socket's mode")?;
+    }
+    tracing::info!(
+        pid = std::process::id(),
+        version = crate::VERSION,
+        socket = %socket.display(),
+        run_dir = %run_dir.display(),
+        "poe-coded listening"
+    );
+
+    let registry = tokio::task::spawn_blocking({
+        let paths = paths.clone();
+        move || Arc::new(Registry::load(&paths))
+    })
+    .await
+    .context("plugin loading failed")?;
+    let jobs = tokio::task::spawn_blocking({
+        let db = paths.state_db();
+        move || Jobs::open(&db)
+    })
+    .await
+    .context("opening the job store failed")?;
+    let (config_file, config_error) = match ConfigFile::load(&paths.config_file()) {
+        Ok(file) => (file, None),
+        Err(e) => {
+            tracing::error!(error = %e, "config.toml ignored");
+            (ConfigFile::default(), Some(e))
+        }
+    };
+    let daemon = Arc::new(DaemonState::new(
+        paths.clone(),
+        Settings::from_env(),
+        registry,
+        jobs,
+        Limits::new(config_file.limits),
+        options.idle_timeout,
+        config_error,
+    ));
+
+    // Hot reload; the watcher stops when dropped at the end of `run`.
+    let _watcher = match crate::plugins::watcher::spawn(daemon.registry.clone()) {
+        Ok(watcher) => Some(watcher),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch plugin dirs; hot reload is off (poe-coded reload still works)");
+            None
+        }
+    };
+    tokio::spawn(watch_idle(daemon.clone()));
+    tokio::spawn(prune_jobs(daemon.clone()));
+    tokio::spawn(watch_signals(daemon.clone()));
+
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = daemon.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(handle_connection(stream, daemon.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    tracing::info!("shutting down");
+    // Stop accepting first, so a shim that connects now starts a new daemon.
+    drop(listener);
+    let _ = std::fs::remove_file(&socket);
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    // Running jobs end as cancelled (with their text so far) rather than
+    // being found "interrupted" by the next daemon.
+    daemon.jobs.cancel_all(Duration::from_secs(3)).await;
+    let flushed = daemon.clone();
+    let _ = tokio::task::spawn_blocking(move || flushed.jobs.flush()).await;
+    drop(lock);
+    Ok(())
+}
+
+async fn watch_idle(daemon: Arc<DaemonState>) {
+    let Some(timeout) = daemon.idle_timeout else {
+        return;
+    };
+    let tick = timeout.clamp(Duration::from_millis(100), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(tick).await;
+        if daemon.is_idle_expired() {
+            tracing::info!(?timeout, "idle timeout reached");
+            daemon.shutdown.cancel();
+            return;
+        }
+    }
+}
+
+/// Keeps the store at 3 days of finished jobs while the daemon runs for long.
+async fn prune_jobs(daemon: Arc<DaemonState>) {
+    let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+    hourly.tick().await; // the store was pruned when it opened
+    loop {
+        hourly.tick().await;
+        let daemon = daemon.clone();
+        let _ = tokio::task::spawn_blocking(move || daemon.jobs.prune()).await;
+    }
+}
+
+async fn watch_signals(daemon: Arc<DaemonState>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+    daemon.shutdown.cancel();
+}
+
+fn peer_is_same_user(stream: &UnixStream) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == me => true,
+        Ok(cred) => {
+            tracing::warn!(
+                peer_uid = cred.uid(),
+                "refused a connection from another user"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read peer credentials; refusing");
+            false
+        }
+    }
+}
+
+async fn handle_connection(stream: UnixStream, daemon: Arc<DaemonState>) {
+    if !peer_is_same_user(&stream) {
+        return;
+    }
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let hello =
+        match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut reader, 64 * 1024))
+            .await
+        {
+            Ok(Ok(Frame::Line(line))) => serde_json::from_slice::<Hello>(&line),
+            _ => return,
+        };
+    let mut ack = HelloAck {
+        ok: true,
+        daemon_version: crate::VERSION.to_string(),
+        daemon_pid: std::process::id(),
+        error: None,
+    };
+    let hello = match hello {
+        Ok(hello) if hello.ipc == IPC_VERSION => hello,
+        Ok(hello) => {
+            ack.ok = false;
+            ack.error = Some(format!(
+                "client speaks ipc {}, daemon speaks {IPC_VERSION}; run 'poe-coded stop' after upgrading",
+                hello.ipc
+            ));
+            let _ = write_json(&mut write, &ack).await;
+            return;
+        }
+        Err(e) => {
+            ack.ok = false;
+            ack.error = Some(format!("bad hello: {e}"));
+            let _ = write_json(&mut write, &ack).await;
+            return;
+        }
+    };
+    if write_json(&mut write, &ack).await.is_err() {
+        return;
+    }
+    match hello.kind {
+        ConnectionKind::Mcp => session::serve(reader, write, hello, daemon).await,
+        ConnectionKind::Control => control::serve(reader, write, daemon).await,
+    }
+}

@@ -1,0 +1,225 @@
+//! State shared by everything in one daemon: plugins, sessions, counters and
+//! the shutdown signal.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::credentials::fingerprint;
+use crate::config::{Paths, Settings};
+use crate::ipc::Hello;
+use crate::ipc::status::{JobCounts, SessionStatus, Status};
+use crate::jobs::Jobs;
+use crate::limits::Limits;
+use crate::plugins::Registry;
+
+/// The daemon's shared state.
+pub struct DaemonState {
+    pub paths: Paths,
+    pub settings: Settings,
+    pub registry: Arc<Registry>,
+    pub jobs: Jobs,
+    pub limits: Limits,
+    /// Cancelled when the daemon shuts down; sessions use child tokens.
+    pub shutdown: CancellationToken,
+    pub idle_timeout: Option<Duration>,
+    /// Why config.toml was ignored, if it was.
+    pub config_error: Option<String>,
+    started: Instant,
+    sessions: Mutex<BTreeMap<u64, Arc<SessionInfo>>>,
+    next_session: AtomicU64,
+    calls_in_flight: AtomicU64,
+    calls_total: AtomicU64,
+    last_activity: Mutex<Instant>,
+}
+
+/// Who is on the other end of one MCP session.
+pub struct SessionInfo {
+    pub id: u64,
+    pub shim_pid: u32,
+    pub cwd: Option<String>,
+    /// The API key this session's calls use (from the shim's hello).
+    pub api_key: Option<String>,
+    pub connected: Instant,
+    pub client: Mutex<ClientIdentity>,
+    pub calls: AtomicU64,
+}
+
+/// What the client said about itself.
+#[derive(Debug, Clone, Default)]
+pub struct ClientIdentity {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub protocol_version: Option<String>,
+}
+
+impl SessionInfo {
+    /// Records the client's identity (from `initialize` or request metadata).
+    pub fn set_client(&self, name: &str, version: &str, protocol_version: Option<String>) {
+        let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        client.name = Some(name.to_string());
+        client.version = Some(version.to_string());
+        if protocol_version.is_some() {
+            client.protocol_version = protocol_version;
+        }
+    }
+}
+
+/// Counts a running job until dropped.
+pub struct JobGuard<'a>(&'a DaemonState);
+
+impl Drop for JobGuard<'_> {
+    fn drop(&mut self) {
+        self.0.calls_in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.touch();
+    }
+}
+
+impl DaemonState {
+    /// Fresh state around a loaded registry and an opened job table.
+    pub fn new(
+        paths: Paths,
+        settings: Settings,
+        registry: Arc<Registry>,
+        jobs: Jobs,
+        limits: Limits,
+        idle_timeout: Option<Duration>,
+        config_error: Option<String>,
+    ) -> Self {
+        Self {
+            paths,
+            settings,
+            registry,
+            jobs,
+            limits,
+            shutdown: CancellationToken::new(),
+            idle_timeout,
+            config_error,
+            started: Instant::now(),
+            sessions: Mutex::new(BTreeMap::new()),
+            next_session: AtomicU64::new(1),
+            calls_in_flight: AtomicU64::new(0),
+            calls_total: AtomicU64::new(0),
+            last_activity: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Registers a new session from its hello.
+    pub fn open_session(&self, hello: &Hello) -> Arc<SessionInfo> {
+        let info = Arc::new(SessionInfo {
+            id: self.next_session.fetch_add(1, Ordering::Relaxed),
+            shim_pid: hello.pid,
+            cwd: hello.cwd.clone(),
+            api_key: hello.api_key.clone(),
+            connected: Instant::now(),
+            client: Mutex::new(ClientIdentity::default()),
+            calls: AtomicU64::new(0),
+        });
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(info.id, info.clone());
+        self.touch();
+        info
+    }
+
+    /// Forgets a session that disconnected.
+    pub fn close_session(&self, id: u64) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.touch();
+    }
+
+    /// Counts a tool call of `session`.
+    pub fn count_call(&self, session: &SessionInfo) {
+        self.calls_total.fetch_add(1, Ordering::Relaxed);
+        session.calls.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// Marks the start of a job; it counts as running until the guard drops.
+    pub fn begin_job(&self) -> JobGuard<'_> {
+        self.calls_in_flight.fetch_add(1, Ordering::SeqCst);
+        JobGuard(self)
+    }
+
+    fn touch(&self) {
+        *self.last_activity.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// True when the daemon has had nothing to do for its idle timeout.
+    pub fn is_idle_expired(&self) -> bool {
+        let Some(timeout) = self.idle_timeout else {
+            return false;
+        };
+        let sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        let busy = sessions > 0 || self.calls_in_flight.load(Ordering::SeqCst) > 0;
+        let quiet_for = self
+            .last_activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed();
+        !busy && quiet_for >= timeout
+    }
+
+    /// The report `poe-coded status` prints.
+    pub fn status(&self) -> Status {
+        let (plugins, plugin_errors, libraries_mapped) = self.registry.status();
+        let sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|s| {
+                let client = s.client.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                SessionStatus {
+                    id: s.id,
+                    client_name: client.name,
+                    client_version: client.version,
+                    protocol_version: client.protocol_version,
+                    shim_pid: s.shim_pid,
+                    cwd: s.cwd.clone(),
+                    connected_secs: s.connected.elapsed().as_secs(),
+                    calls: s.calls.load(Ordering::Relaxed),
+                    api_key: s.api_key.as_deref().map(fingerprint),
+                }
+            })
+            .collect();
+        Status {
+            pid: std::process::id(),
+            version: crate::VERSION.to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            socket: self.paths.socket().display().to_string(),
+            state_dir: self.paths.home.display().to_string(),
+            idle_timeout_secs: self.idle_timeout.map(|d| d.as_secs()),
+            plugins,
+            plugin_errors,
+            libraries_mapped,
+            sessions,
+            calls_in_flight: self.calls_in_flight.load(Ordering::SeqCst),
+            calls_total: self.calls_total.load(Ordering::Relaxed),
+            jobs: {
+                let counts = self.jobs.counts();
+                JobCounts {
+                    running: counts.running,
+                    completed: counts.completed,
+                    failed: counts.failed,
+                    cancelled: counts.cancelled,
+                }
+            },
+            store: self.jobs.store_path(),
+            store_error: self.jobs.store_error().map(str::to_string),
+            limiters: self.limits.status(),
+            config_error: self.config_error.clone(),
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The daemon's self-report, as returned to `poe-coded status`.
+//!
+//! `poe-coded status --json` prints exactly this structure; fields are only
+//! ever added.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `poe-coded status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    pub version: String,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    pub socket: String,
+    pub state_dir: String,
+    /// Idle timeout in seconds; `null` when the daemon never idles out.
+    pub idle_timeout_secs: Option<u64>,
+    pub plugins: Vec<PluginStatus>,
+    /// Plugin files that were refused, with a one-line reason each.
+    pub plugin_errors: Vec<PluginLoadError>,
+    /// Library mappings loaded so far (never unloaded).
+    pub libraries_mapped: usize,
+    pub sessions: Vec<SessionStatus>,
+    /// Tool calls running right now, across all sessions.
+    pub calls_in_flight: u64,
+    /// Tool calls served since start.
+    pub calls_total: u64,
+    /// Jobs by state (finished ones as kept in the store: 3 days).
+    pub jobs: JobCounts,
+    /// Path of the SQLite store, when it is open.
+    pub store: Option<String>,
+    /// Why the store is unusable, when it is; jobs then live in memory only.
+    pub store_error: Option<String>,
+    /// One row per shared rate limiter (plugin × API key fingerprint).
+    pub limiters: Vec<crate::limits::LimiterStatus>,
+    /// Why `config.toml` was ignored, if it was.
+    #[serde(default)]
+    pub config_error: Option<String>,
+}
+
+/// Jobs by state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobCounts {
+    pub running: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+/// One loaded plugin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginStatus {
+    pub id: String,
+    pub version: String,
+    pub plugin_api_version: String,
+    /// The file it was loaded from (not the private copy).
+    pub path: String,
+    pub models: Vec<String>,
+    pub capabilities: Vec<String>,
+    /// When the serving version was loaded (RFC 3339).
+    pub loaded_at: String,
+    /// Successful reloads since the daemon started.
+    pub reload_count: u32,
+    /// Why the last reload failed (the previous version keeps serving).
+    pub last_error: Option<String>,
+    /// Upstream attempts (retries count separately).
+    pub requests: u64,
+    /// Failed attempts by error kind.
+    pub errors: std::collections::BTreeMap<String, u64>,
+    /// Attempt latency percentiles over the most recent 1000 attempts.
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+}
+
+/// A plugin file that could not be used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginLoadError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// One connected MCP session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionStatus {
+    pub id: u64,
+    /// `clientInfo.name` from `initialize` (or request metadata), once known.
+    pub client_name: Option<String>,
+    pub client_version: Option<String>,
+    pub protocol_version: Option<String>,
+    pub shim_pid: u32,
+    pub cwd: Option<String>,
+    /// Seconds since the session connected.
+    pub connected_secs: u64,
+    pub calls: u64,
+    /// Fingerprint of the session's API key, if it sent one.
+    pub api_key: Option<String>,
+}

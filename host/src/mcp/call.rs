@@ -1,0 +1,302 @@
+//! Runs one job on a plugin: waits its turn at the shared limiter, runs the
+//! blocking `invoke` on a worker thread, feeds streamed events into the job,
+//! retries what is worth retrying, and records the outcome.
+//!
+//! This is the only retry layer between an agent and an upstream: plugins
+//! and HTTP clients never retry. 5xx, connection failures and timeouts are
+//! retried with exponential backoff from 250 ms with jitter, bounded in
+//! attempts and total time; an upstream 429 pauses the key for every session
+//! until its reset and the call waits its turn again; other 4xx are final.
+//! Nothing is retried once text has streamed to the client.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use poe_plugin_api::host::EventSink;
+use poe_plugin_api::{ErrorKind, Event, LogLevel, OutputKind, PluginError, Request, Response};
+use rmcp::model::{CallToolResult, ContentBlock, MetaObject, Resource};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::errors::{Code, plugin_error, tool_error};
+use crate::daemon::state::DaemonState;
+use crate::jobs::{Job, Status};
+use crate::limits::{Limiter, WaitBound};
+use crate::plugins::LoadedPlugin;
+
+/// Starts progress messages that report status rather than answer text, so
+/// a client streaming the answer (like `poe-code query`) can tell them apart.
+pub const STATUS_PREFIX: &str = "[poe-code] ";
+
+/// How long a cancelled call may take to notice before we stop waiting for it.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
+/// Attempts after the first one.
+const MAX_RETRIES: usize = 4;
+/// No retry starts later than this after the call began.
+const RETRY_DEADLINE: Duration = Duration::from_secs(120);
+/// How often a running job's output is saved to the store.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The host end of a plugin's event sink.
+struct HostSink {
+    events: mpsc::UnboundedSender<Event>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl EventSink for HostSink {
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Done(Response),
+    Failed(PluginError),
+    Cancelled,
+}
+
+/// Runs `request` as `job` to the end and records the outcome in the job table.
+pub(super) async fn execute(
+    daemon: Arc<DaemonState>,
+    plugin: Arc<LoadedPlugin>,
+    limiter: Arc<Limiter>,
+    job: Arc<Job>,
+    request: Request,
+) {
+    let _guard = daemon.begin_job();
+    let output = request.output;
+    let started = Instant::now();
+    let mut backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(8))
+        .with_jitter()
+        .with_max_times(MAX_RETRIES)
+        .build();
+    let outcome = loop {
+        if job.cancel.is_cancelled() {
+            break Attempt::Cancelled;
+        }
+        let waiting_since = Instant::now();
+        tokio::select! {
+            biased;
+            _ = job.cancel.cancelled() => break Attempt::Cancelled,
+            turn = limiter.acquire(WaitBound(daemon.settings.rate_limit_wait)) => {
+                if let Err(exceeded) = turn {
+                    let ms = exceeded.retry_after.as_millis() as u64;
+                    break Attempt::Failed(
+                        PluginError::new(
+                            ErrorKind::RateLimited,
+                            format!(
+                                "the shared rate limit for {} ({} requests/minute) is exhausted",
+                                plugin.manifest.id, limiter.limit.requests_per_minute
+                            ),
+                        )
+                        .with_retry_after_ms(ms),
+                    );
+                }
+            }
+        }
+        let waited = waiting_since.elapsed();
+        if waited > Duration::from_millis(500) {
+            job.push_progress(format!(
+                "{STATUS_PREFIX}waited {:.1} s for the shared rate limit",
+                waited.as_secs_f64()
+            ));
+        }
+        let attempt = attempt(&daemon, &plugin, &limiter, &job, &request).await;
+        let err = match attempt {
+            Attempt::Failed(err) => err,
+            other => break other,
+        };
+        let streamed = !job.snapshot().output.is_empty();
+        let retryable = is_retryable(&err) && !streamed && started.elapsed() < RETRY_DEADLINE;
+        if err.kind == ErrorKind::RateLimited {
+            // Everyone on this key waits until the upstream's reset.
+            let wait = Duration::from_millis(err.retry_after_ms.unwrap_or(1000));
+            limiter.pause_until(Instant::now() + wait);
+        }
+        let delay = match (retryable, backoff.next()) {
+            (true, Some(delay)) => delay,
+            _ => break Attempt::Failed(err),
+        };
+        let delay = if err.kind == ErrorKind::RateLimited {
+            Duration::ZERO // the limiter's pause is the wait
+        } else {
+            delay
+        };
+        tracing::info!(job = %job.id, kind = err.kind.as_str(), status = ?err.status, ?delay, "retrying");
+        job.push_progress(format!("{STATUS_PREFIX}upstream failed ({err}); retrying"));
+        tokio::select! {
+            _ = job.cancel.cancelled() => break Attempt::Cancelled,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    };
+    match outcome {
+        Attempt::Done(response) => {
+            let result = success(response, output, &job.id);
+            daemon.jobs.finish(&job, Status::Completed, result, None);
+        }
+        Attempt::Failed(err) => {
+            tracing::warn!(job = %job.id, plugin = %plugin.manifest.id, model = %job.model,
+                kind = err.kind.as_str(), status = ?err.status, message = %err.message, "call failed");
+            let status = if err.kind == ErrorKind::Cancelled {
+                Status::Cancelled
+            } else {
+                Status::Failed
+            };
+            daemon
+                .jobs
+                .finish(&job, status, plugin_error(&err), Some(err.to_string()));
+        }
+        Attempt::Cancelled => {
+            tracing::info!(job = %job.id, model = %job.model, "call cancelled");
+            daemon.jobs.finish(
+                &job,
+                Status::Cancelled,
+                tool_error(Code::Cancelled, "the call was cancelled"),
+                Some("cancelled".into()),
+            );
+        }
+    }
+}
+
+fn is_retryable(err: &PluginError) -> bool {
+    if err.kind == ErrorKind::Cancelled {
+        return false;
+    }
+    if let Some(retryable) = err.retryable {
+        return retryable;
+    }
+    match err.kind {
+        ErrorKind::RateLimited | ErrorKind::Timeout => true,
+        ErrorKind::Upstream => err.status.is_none_or(|s| s >= 500),
+        _ => false,
+    }
+}
+
+/// One invocation of the plugin.
+async fn attempt(
+    daemon: &DaemonState,
+    plugin: &LoadedPlugin,
+    limiter: &Limiter,
+    job: &Job,
+    request: &Request,
+) -> Attempt {
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let sink = HostSink {
+        events: events_tx,
+        cancelled: cancelled.clone(),
+    };
+    let provider = plugin.provider.clone();
+    let request = request.clone();
+    let started = Instant::now();
+    let mut invocation = tokio::task::spawn_blocking(move || provider.invoke(&request, sink));
+    let mut checkpoint = tokio::time::interval(CHECKPOINT_EVERY);
+    checkpoint.reset();
+    let joined = loop {
+        tokio::select! {
+            biased;
+            _ = job.cancel.cancelled() => {
+                cancelled.store(true, Ordering::Relaxed);
+                // Let the plugin stop its upstream request; never wait long.
+                let _ = tokio::time::timeout(CANCEL_GRACE, &mut invocation).await;
+                return Attempt::Cancelled;
+            }
+            Some(event) = events.recv() => on_event(job, limiter, event),
+            joined = &mut invocation => break joined,
+            _ = checkpoint.tick() => daemon.jobs.checkpoint(job),
+        }
+    };
+    // Events that raced the end of the call come before the result.
+    while let Ok(event) = events.try_recv() {
+        on_event(job, limiter, event);
+    }
+    let error_kind = match &joined {
+        Ok(Ok(_)) => None,
+        Ok(Err(err)) => Some(err.kind.as_str()),
+        Err(_) => Some(ErrorKind::Internal.as_str()),
+    };
+    daemon
+        .registry
+        .record_call(&plugin.manifest.id, started.elapsed(), error_kind);
+    match joined {
+        Ok(Ok(response)) => Attempt::Done(response),
+        Ok(Err(err)) if err.kind == ErrorKind::Cancelled => Attempt::Cancelled,
+        Ok(Err(err)) => Attempt::Failed(err),
+        Err(join_error) => Attempt::Failed(PluginError::internal(format!(
+            "plugin call worker failed: {join_error}"
+        ))),
+    }
+}
+
+fn on_event(job: &Job, limiter: &Limiter, event: Event) {
+    match event {
+        Event::TextDelta { text } => job.push_text(&text),
+        Event::Progress { message } => job.push_progress(format!("{STATUS_PREFIX}{message}")),
+        Event::Media(media) => {
+            job.push_progress(format!("{STATUS_PREFIX}media ready: {}", media.url))
+        }
+        Event::RateLimit {
+            remaining,
+            reset_ms,
+            ..
+        } => limiter.observe(remaining, reset_ms.map(Duration::from_millis)),
+        Event::Log { level, message } => match level {
+            LogLevel::Error | LogLevel::Warn => {
+                tracing::warn!(job = %job.id, plugin_log = %message)
+            }
+            _ => tracing::debug!(job = %job.id, plugin_log = %message),
+        },
+        Event::ToolCallDelta { .. } | Event::Usage(_) | Event::Continuation { .. } => {}
+    }
+}
+
+/// `_meta` key of a result: the job id, to fetch it again or continue it.
+pub const META_CONTINUATION_ID: &str = "poe-code/continuation_id";
+/// `_meta` key of a result: the provider's own thread, when it has one.
+pub const META_THREAD: &str = "poe-code/thread";
+
+fn success(response: Response, output: OutputKind, job_id: &str) -> CallToolResult {
+    let mut content = Vec::new();
+    if output == OutputKind::Text || response.media.is_empty() {
+        content.push(ContentBlock::text(response.text.clone()));
+    } else {
+        let links: Vec<&str> = response.media.iter().map(|m| m.url.as_str()).collect();
+        content.push(ContentBlock::text(links.join("\n")));
+        for (i, media) in response.media.iter().enumerate() {
+            let name = media
+                .url
+                .rsplit('/')
+                .next()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{:?}-{}", media.kind, i + 1).to_lowercase());
+            let mut resource = Resource::new(media.url.clone(), name);
+            resource.mime_type = media.mime_type.clone();
+            content.push(ContentBlock::resource_link(resource));
+        }
+    }
+    let mut result = CallToolResult::success(content);
+    let mut meta = MetaObject::new();
+    meta.0.insert(
+        "poe-code/usage".into(),
+        json!(response.usage.clone().unwrap_or_default()),
+    );
+    if let Some(model) = &response.model {
+        meta.0.insert("poe-code/model".into(), json!(model));
+    }
+    meta.0.insert(META_CONTINUATION_ID.into(), json!(job_id));
+    if let Some(thread) = &response.continuation {
+        meta.0.insert(META_THREAD.into(), json!(thread));
+    }
+    result.meta = Some(meta);
+    result
+}

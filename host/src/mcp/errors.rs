@@ -1,0 +1,87 @@
+//! Stable error codes of tool results, and how plugin errors map onto them.
+//!
+//! A failed tool call is an `isError: true` result whose text starts with the
+//! code and whose `structuredContent.error` carries code, kind and details, so
+//! both models and programs can read it.
+
+use poe_plugin_api::{ErrorKind, PluginError};
+use rmcp::model::{CallToolResult, ContentBlock};
+use serde_json::json;
+
+/// A stable code clients can match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    ProviderUnavailable,
+    ModelNotFound,
+    RateLimitExceeded,
+    ContextLengthExceeded,
+    InvalidArgument,
+    Cancelled,
+    InternalError,
+}
+
+impl Code {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::ProviderUnavailable => "PROVIDER_UNAVAILABLE",
+            Code::ModelNotFound => "MODEL_NOT_FOUND",
+            Code::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
+            Code::ContextLengthExceeded => "CONTEXT_LENGTH_EXCEEDED",
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::Cancelled => "CANCELLED",
+            Code::InternalError => "INTERNAL_ERROR",
+        }
+    }
+}
+
+/// The code for a plugin error kind.
+pub fn code_for(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::RateLimited => Code::RateLimitExceeded,
+        ErrorKind::InvalidRequest => Code::InvalidArgument,
+        ErrorKind::ModelNotFound => Code::ModelNotFound,
+        ErrorKind::ContextLengthExceeded => Code::ContextLengthExceeded,
+        ErrorKind::Cancelled => Code::Cancelled,
+        ErrorKind::Internal => Code::InternalError,
+        ErrorKind::Auth | ErrorKind::Upstream | ErrorKind::Timeout | ErrorKind::Unavailable => {
+            Code::ProviderUnavailable
+        }
+    }
+}
+
+/// A tool error result with `code` and a human message.
+pub fn tool_error(code: Code, message: impl Into<String>) -> CallToolResult {
+    let message = message.into();
+    let mut result = CallToolResult::error(vec![ContentBlock::text(format!(
+        "{}: {message}",
+        code.as_str()
+    ))]);
+    result.structured_content = Some(json!({
+        "error": { "code": code.as_str(), "message": message }
+    }));
+    result
+}
+
+/// A tool error result for a failed plugin call.
+pub fn plugin_error(err: &PluginError) -> CallToolResult {
+    let code = code_for(err.kind);
+    let mut message = err.message.clone();
+    if err.kind == ErrorKind::Auth {
+        message.push_str(" (check your key: run 'poe-code login')");
+    }
+    if let Some(ms) = err.retry_after_ms {
+        message.push_str(&format!(" (retry after {:.1} s)", ms as f64 / 1000.0));
+    }
+    let mut result = tool_error(code, message.clone());
+    result.structured_content = Some(json!({
+        "error": {
+            "code": code.as_str(),
+            "kind": err.kind.as_str(),
+            "message": message,
+            "status": err.status,
+            "retry_after_ms": err.retry_after_ms,
+        }
+    }));
+    result
+}

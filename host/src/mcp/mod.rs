@@ -1,0 +1,488 @@
+//! The MCP server one session talks to: tool listing and dispatch. Every
+//! model call becomes a job ([`crate::jobs`]) run by [`call`]; this module
+//! decides whether the caller waits for it (with progress), gets its id at
+//! once (`async`, or an SEP-2663 task), or picks up an identical earlier one.
+
+pub mod call;
+pub mod defaults;
+pub mod errors;
+mod jobs_view;
+mod models;
+pub mod output;
+pub mod tools;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use poe_plugin_api::{Message, OutputKind, Request};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+    CreateTaskResult, GetTaskParams, GetTaskResult, Implementation, InitializeRequestParams,
+    InitializeResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ProgressToken, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::daemon::state::{DaemonState, SessionInfo};
+use crate::jobs::{Existing, Job, JobEvent, request_hash};
+use errors::{Code, tool_error};
+use tools::{BotResponseArgs, CancelJobArgs, CheckStatusArgs, GenerateArgs, ListModelsArgs, names};
+
+/// The MCP server of one session.
+#[derive(Clone)]
+pub struct PoeServer {
+    daemon: Arc<DaemonState>,
+    session: Arc<SessionInfo>,
+    /// Cancelled when the session ends (stdin EOF) or the daemon stops.
+    calls: CancellationToken,
+}
+
+/// A model call, parsed from a tool's arguments.
+struct ModelCall {
+    request: Request,
+    run_async: bool,
+}
+
+impl PoeServer {
+    /// A server for `session`; `calls` cancels the calls it waits on.
+    pub fn new(
+        daemon: Arc<DaemonState>,
+        session: Arc<SessionInfo>,
+        calls: CancellationToken,
+    ) -> Self {
+        Self {
+            daemon,
+            session,
+            calls,
+        }
+    }
+
+    fn note_client(&self, context: &RequestContext<RoleServer>) {
+        if let Some(info) = context.client_info() {
+            let version = context.protocol_version().map(|v| v.to_string());
+            self.session.set_client(&info.name, &info.version, version);
+        }
+    }
+
+    fn model_call(&self, name: &str, args: &Value) -> Result<Option<ModelCall>, CallToolResult> {
+        let mut thread = None;
+        let (model, message, output, params, run_async) = match name {
+            names::GET_BOT_RESPONSE => {
+                let a: BotResponseArgs = parse_args(args)?;
+                if let Some(id) = &a.continuation_id {
+                    thread = Some(self.thread_of(id)?);
+                }
+                (
+                    a.bot_name,
+                    a.message,
+                    OutputKind::Text,
+                    a.params,
+                    a.run_async,
+                )
+            }
+            other => match tools::media_tool(other) {
+                Some((kind, default_bot)) => {
+                    let a: GenerateArgs = parse_args(args)?;
+                    let bot = a.bot_name.unwrap_or_else(|| default_bot.to_string());
+                    (bot, a.prompt, kind, a.params, a.run_async)
+                }
+                None => return Ok(None),
+            },
+        };
+        if model.trim().is_empty() {
+            return Err(tool_error(
+                Code::InvalidArgument,
+                "bot_name must not be empty",
+            ));
+        }
+        Ok(Some(ModelCall {
+            request: Request {
+                model,
+                messages: vec![Message::user(message)],
+                output,
+                params,
+                stream: true,
+                api_key: self.session.api_key.clone(),
+                cwd: self.session.cwd.clone(),
+                continuation: thread,
+                ..Request::default()
+            },
+            run_async,
+        }))
+    }
+
+    /// The provider thread an earlier call (job `id`) left to continue.
+    fn thread_of(&self, id: &str) -> Result<String, CallToolResult> {
+        let snapshot = self.daemon.jobs.get(id).ok_or_else(|| {
+            tool_error(
+                Code::InvalidArgument,
+                format!("no earlier call '{id}' to continue"),
+            )
+        })?;
+        snapshot
+            .result
+            .as_ref()
+            .and_then(|r| r.meta.as_ref())
+            .and_then(|m| m.0.get(call::META_THREAD))
+            .and_then(|t| t.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                tool_error(
+                    Code::InvalidArgument,
+                    format!(
+                        "call '{id}' left no conversation to continue (only providers that keep threads, such as codex, do)"
+                    ),
+                )
+            })
+    }
+
+    async fn dispatch(
+        &self,
+        name: &str,
+        args: Value,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        match name {
+            names::CHECK_STATUS => {
+                let a: CheckStatusArgs = match parse_args(&args) {
+                    Ok(a) => a,
+                    Err(e) => return Ok(e.into()),
+                };
+                let daemon = self.daemon.clone();
+                // Store reads are blocking I/O.
+                let result = tokio::task::spawn_blocking(move || {
+                    jobs_view::check_status(
+                        &daemon,
+                        a.continuation_id.as_deref(),
+                        a.full_history,
+                        a.offset,
+                    )
+                })
+                .await
+                .unwrap_or_else(|e| tool_error(Code::InternalError, e.to_string()));
+                return Ok(result.into());
+            }
+            names::CANCEL_JOB => {
+                let a: CancelJobArgs = match parse_args(&args) {
+                    Ok(a) => a,
+                    Err(e) => return Ok(e.into()),
+                };
+                return Ok(jobs_view::cancel_job(&self.daemon, &a.continuation_id).into());
+            }
+            names::LIST_MODELS => {
+                return Ok(match parse_args::<ListModelsArgs>(&args) {
+                    Ok(_) => models::list_models(&self.daemon.registry.plugins()).into(),
+                    Err(e) => e.into(),
+                });
+            }
+            _ => {}
+        }
+        let mut call = match self.model_call(name, &args) {
+            Ok(Some(call)) => call,
+            Ok(None) => {
+                return Err(McpError::invalid_params(
+                    format!("Unknown tool: {name}"),
+                    None,
+                ));
+            }
+            Err(result) => return Ok(result.into()),
+        };
+        self.daemon.count_call(&self.session);
+        let route = match self.daemon.registry.route(&call.request.model) {
+            Ok(route) => route,
+            Err(e) => return Ok(tool_error(Code::ModelNotFound, e.to_string()).into()),
+        };
+        let plugin = route.plugin;
+        // The job keeps the name the caller wrote; the plugin gets the routed one.
+        let written_model = std::mem::replace(&mut call.request.model, route.model);
+        let mut identity = args.clone();
+        if let Value::Object(map) = &mut identity {
+            map.remove("async");
+        }
+        let hash = request_hash(name, &identity, self.session.api_key.as_deref());
+        if !call.run_async {
+            match self.daemon.jobs.existing(&hash) {
+                Some(Existing::Running(job)) => {
+                    tracing::info!(job = %job.id, "identical call running; waiting for it");
+                    return Ok(self.wait(job, context).await.into());
+                }
+                Some(Existing::Undelivered(snapshot)) => {
+                    tracing::info!(job = %snapshot.id, "returning the undelivered result of an identical call");
+                    self.daemon.jobs.mark_delivered(&snapshot.id);
+                    let result = snapshot.result.unwrap_or_else(|| {
+                        tool_error(Code::InternalError, "stored job has no result")
+                    });
+                    return Ok(self.capped(result, &snapshot.id).into());
+                }
+                None => {}
+            }
+        }
+        let job = self
+            .daemon
+            .jobs
+            .create(name, &written_model, &args, hash, self.session.id);
+        let limiter = self.daemon.limits.limiter(
+            &plugin.manifest.id,
+            plugin
+                .manifest
+                .default_rate_limit
+                .map(|l| l.requests_per_minute),
+            call.request.api_key.as_deref(),
+        );
+        // Subscribe before the job starts so no early event is missed.
+        let events = job.subscribe();
+        tokio::spawn(call::execute(
+            self.daemon.clone(),
+            plugin,
+            limiter,
+            job.clone(),
+            call.request,
+        ));
+        if call.run_async {
+            return Ok(self.started(&job, context));
+        }
+        Ok(self.wait_with(job, events, context).await.into())
+    }
+
+    /// The answer to an `async` call: a task for clients that speak
+    /// SEP-2663, a continuation id for everyone else.
+    fn started(&self, job: &Job, context: &RequestContext<RoleServer>) -> CallToolResponse {
+        let speaks_tasks = context
+            .client_capabilities()
+            .is_some_and(|caps| caps.supports_tasks());
+        if speaks_tasks {
+            return CallToolResponse::Task(CreateTaskResult::new(jobs_view::task(&job.snapshot())));
+        }
+        let body = json!({
+            "continuation_id": job.id,
+            "status": "processing",
+            "message": "started in the background; call check_status with this continuation_id for progress and the result",
+        });
+        let mut result = CallToolResult::success(vec![ContentBlock::text(
+            serde_json::to_string_pretty(&body).unwrap_or_default(),
+        )]);
+        result.structured_content = Some(body);
+        result.into()
+    }
+
+    async fn wait(&self, job: Arc<Job>, context: &RequestContext<RoleServer>) -> CallToolResult {
+        let events = job.subscribe();
+        self.wait_with(job, events, context).await
+    }
+
+    /// Waits for `job`, forwarding its progress, until it ends, the client
+    /// cancels, the session ends, or the soft deadline turns it into a
+    /// background job.
+    async fn wait_with(
+        &self,
+        job: Arc<Job>,
+        mut events: tokio::sync::broadcast::Receiver<JobEvent>,
+        context: &RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let mut progress = Progress {
+            token: context.meta.get_progress_token(),
+            context,
+            count: 0,
+            started: Instant::now(),
+        };
+        let deadline = tokio::time::Instant::now() + self.daemon.settings.soft_deadline;
+        let mut heartbeat = tokio::time::interval(self.daemon.settings.progress_heartbeat);
+        heartbeat.reset();
+        loop {
+            tokio::select! {
+                biased;
+                _ = context.ct.cancelled() => {
+                    job.cancel.cancel();
+                    return tool_error(Code::Cancelled, "the call was cancelled");
+                }
+                _ = self.calls.cancelled() => {
+                    job.cancel.cancel();
+                    return tool_error(Code::Cancelled, "the session ended");
+                }
+                event = events.recv() => match event {
+                    Ok(event) => progress.on_event(event).await,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+                },
+                _ = job.finished() => break,
+                _ = tokio::time::sleep_until(deadline) => return self.detached(&job),
+                _ = heartbeat.tick(), if progress.token.is_some() => progress.heartbeat().await,
+            }
+        }
+        while let Ok(event) = events.try_recv() {
+            progress.on_event(event).await;
+        }
+        let snapshot = job.snapshot();
+        self.daemon.jobs.mark_delivered(&job.id);
+        let result = snapshot
+            .result
+            .unwrap_or_else(|| tool_error(Code::InternalError, "job ended without a result"));
+        self.capped(result, &job.id)
+    }
+
+    /// The answer when a call outlives the soft deadline: it keeps running.
+    fn detached(&self, job: &Job) -> CallToolResult {
+        let secs = self.daemon.settings.soft_deadline.as_secs_f64();
+        let body = json!({
+            "continuation_id": job.id,
+            "status": "processing",
+            "message": format!(
+                "still running after {secs:.0} s, so it continues in the background (client tool calls time out); \
+                 call check_status with this continuation_id to get the result — making the same call again also picks it up"
+            ),
+        });
+        let mut result = CallToolResult::success(vec![ContentBlock::text(
+            serde_json::to_string_pretty(&body).unwrap_or_default(),
+        )]);
+        result.structured_content = Some(body);
+        result
+    }
+
+    fn capped(&self, result: CallToolResult, job_id: &str) -> CallToolResult {
+        output::cap(
+            result,
+            job_id,
+            output::char_budget(self.daemon.settings.max_output_tokens),
+        )
+    }
+}
+
+/// Sends progress notifications for one call, if the client asked for them.
+struct Progress<'a> {
+    token: Option<ProgressToken>,
+    context: &'a RequestContext<RoleServer>,
+    count: u64,
+    started: Instant,
+}
+
+impl Progress<'_> {
+    async fn send(&mut self, increment: u64, message: String) {
+        let Some(token) = self.token.clone() else {
+            return;
+        };
+        // Progress must increase with every notification.
+        self.count += increment.max(1);
+        let param = ProgressNotificationParam::new(token, self.count as f64).with_message(message);
+        if let Err(e) = self.context.peer.notify_progress(param).await {
+            tracing::debug!(error = %e, "progress notification not delivered");
+        }
+    }
+
+    async fn on_event(&mut self, event: JobEvent) {
+        match event {
+            JobEvent::Text(text) => {
+                let chars = text.chars().count() as u64;
+                self.send(chars, text).await;
+            }
+            JobEvent::Progress(message) => self.send(1, message).await,
+        }
+    }
+
+    async fn heartbeat(&mut self) {
+        let secs = self.started.elapsed().as_secs();
+        self.send(
+            1,
+            format!("{}still working ({secs} s)", call::STATUS_PREFIX),
+        )
+        .await;
+    }
+}
+
+fn parse_args<T: DeserializeOwned>(args: &Value) -> Result<T, CallToolResult> {
+    serde_json::from_value(args.clone())
+        .map_err(|e| tool_error(Code::InvalidArgument, format!("invalid arguments: {e}")))
+}
+
+impl ServerHandler for PoeServer {
+    fn get_info(&self) -> ServerConfig {
+        let mut implementation = Implementation::new("poe-code", crate::VERSION);
+        implementation.title = Some("poe-code".into());
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tasks()
+                .build(),
+        )
+        .with_server_info(implementation)
+        .with_instructions(
+            "Reach Poe bots and models: get_bot_response for text, generate_image / \
+             generate_video / generate_audio for media. Long calls can run in the background \
+             (async: true); check_status and cancel_job work from any session.",
+        )
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, McpError> {
+        context.peer.set_peer_info(request.clone());
+        let result = self.negotiate_initialize(&request)?;
+        self.session.set_client(
+            &request.client_info.name,
+            &request.client_info.version,
+            Some(result.protocol_version.to_string()),
+        );
+        Ok(result)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        self.note_client(&context);
+        Ok(ListToolsResult::with_all_items(tools::all()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        self.note_client(&context);
+        let args = Value::Object(request.arguments.unwrap_or_default());
+        self.dispatch(&request.name, args, &context).await
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        match self.daemon.jobs.get(&request.task_id) {
+            Some(snapshot) => {
+                if snapshot.status.is_finished() {
+                    self.daemon.jobs.mark_delivered(&snapshot.id);
+                }
+                Ok(GetTaskResult::new(jobs_view::detailed_task(&snapshot)))
+            }
+            None => Err(McpError::invalid_params(
+                format!("no task '{}'", request.task_id),
+                None,
+            )),
+        }
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        match self.daemon.jobs.running(&request.task_id) {
+            Some(job) => {
+                job.cancel.cancel();
+                Ok(())
+            }
+            None if self.daemon.jobs.get(&request.task_id).is_some() => Ok(()),
+            None => Err(McpError::invalid_params(
+                format!("no task '{}'", request.task_id),
+                None,
+            )),
+        }
+    }
+}

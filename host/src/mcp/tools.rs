@@ -1,0 +1,293 @@
+//! The MCP tools: their names, descriptions and input schemas, and the typed
+//! arguments each one accepts.
+//!
+//! Schemas are written by hand so optional fields stay plain (no
+//! `["string", "null"]` type arrays, which strict clients reject).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use poe_plugin_api::OutputKind;
+use rmcp::model::{JsonObject, Tool, ToolAnnotations};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::defaults;
+
+/// Names of the tools this server offers.
+pub mod names {
+    pub const GET_BOT_RESPONSE: &str = "get_bot_response";
+    pub const GENERATE_IMAGE: &str = "generate_image";
+    pub const GENERATE_VIDEO: &str = "generate_video";
+    pub const GENERATE_AUDIO: &str = "generate_audio";
+    pub const CHECK_STATUS: &str = "check_status";
+    pub const CANCEL_JOB: &str = "cancel_job";
+    pub const LIST_MODELS: &str = "list_models";
+}
+
+/// Arguments of `get_bot_response`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotResponseArgs {
+    pub bot_name: String,
+    pub message: String,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Return a job id at once instead of waiting for the answer.
+    #[serde(default, rename = "async")]
+    pub run_async: bool,
+    /// Continue the provider-side conversation of this earlier call.
+    #[serde(default)]
+    pub continuation_id: Option<String>,
+}
+
+/// Arguments of the `generate_*` tools.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateArgs {
+    pub prompt: String,
+    #[serde(default)]
+    pub bot_name: Option<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Return a job id at once instead of waiting for the result.
+    #[serde(default, rename = "async")]
+    pub run_async: bool,
+}
+
+/// Arguments of `check_status`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckStatusArgs {
+    #[serde(default)]
+    pub continuation_id: Option<String>,
+    #[serde(default)]
+    pub full_history: bool,
+    /// Character offset into the job's text, to page through a long one.
+    #[serde(default)]
+    pub offset: usize,
+}
+
+/// Arguments of `cancel_job`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelJobArgs {
+    pub continuation_id: String,
+}
+
+/// Arguments of `list_models`: none.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListModelsArgs {}
+
+/// Which media a `generate_*` tool makes, and its default bot.
+pub fn media_tool(name: &str) -> Option<(OutputKind, &'static str)> {
+    match name {
+        names::GENERATE_IMAGE => Some((OutputKind::Image, defaults::IMAGE_BOT)),
+        names::GENERATE_VIDEO => Some((OutputKind::Video, defaults::VIDEO_BOT)),
+        names::GENERATE_AUDIO => Some((OutputKind::Audio, defaults::AUDIO_BOT)),
+        _ => None,
+    }
+}
+
+fn params_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "Custom bot parameters passed to the bot as given, e.g. {\"aspect_ratio\": \"16:9\"}.",
+        "additionalProperties": { "type": "string" }
+    })
+}
+
+fn async_schema() -> Value {
+    json!({
+        "type": "boolean",
+        "description": "Return a continuation_id at once and run in the background; fetch the result with check_status."
+    })
+}
+
+fn schema(value: Value) -> Arc<JsonObject> {
+    match value {
+        Value::Object(map) => Arc::new(map),
+        _ => unreachable!("tool schemas are objects"),
+    }
+}
+
+fn tool(name: &'static str, title: &str, description: String, input: Value) -> Tool {
+    let mut tool = Tool::new(name, description, schema(input));
+    let mut annotations = ToolAnnotations::default();
+    annotations.title = Some(title.to_string());
+    annotations.read_only_hint = Some(true);
+    annotations.open_world_hint = Some(true);
+    tool.annotations = Some(annotations);
+    tool
+}
+
+fn job_tool(
+    name: &'static str,
+    title: &str,
+    description: &str,
+    input: Value,
+    read_only: bool,
+) -> Tool {
+    let mut tool = Tool::new(name, description.to_string(), schema(input));
+    let mut annotations = ToolAnnotations::default();
+    annotations.title = Some(title.to_string());
+    annotations.read_only_hint = Some(read_only);
+    annotations.open_world_hint = Some(false);
+    tool.annotations = Some(annotations);
+    tool
+}
+
+fn media(name: &'static str, title: &str, what: &str, default_bot: &str) -> Tool {
+    tool(
+        name,
+        title,
+        format!(
+            "Generate {what} with a Poe bot (default {default_bot}). Returns the link(s) to the \
+             generated file as resource links and as text."
+        ),
+        json!({
+            "type": "object",
+            "properties": {
+                "prompt": { "type": "string", "description": format!("What {what} to generate.") },
+                "bot_name": { "type": "string", "description": format!("Poe bot to use (default {default_bot}).") },
+                "params": params_schema(),
+                "async": async_schema(),
+            },
+            "required": ["prompt"],
+            "additionalProperties": false
+        }),
+    )
+}
+
+/// Every tool, in listing order.
+pub fn all() -> Vec<Tool> {
+    vec![
+        tool(
+            names::GET_BOT_RESPONSE,
+            "Ask a Poe bot",
+            format!(
+                "Send a message to any Poe bot or model (e.g. {}, GPT-5, Gemini-2.5-Pro) and \
+                 return its text answer.",
+                defaults::TEXT_BOT
+            ),
+            json!({
+                "type": "object",
+                "properties": {
+                    "bot_name": { "type": "string", "description": "Name of the Poe bot or model." },
+                    "message": { "type": "string", "description": "The message to send." },
+                    "params": params_schema(),
+                    "async": async_schema(),
+                    "continuation_id": {
+                        "type": "string",
+                        "description": "Continue the conversation of an earlier call with a provider that keeps threads (e.g. codex): pass that call's continuation_id (in its result's _meta)."
+                    },
+                },
+                "required": ["bot_name", "message"],
+                "additionalProperties": false
+            }),
+        ),
+        media(
+            names::GENERATE_IMAGE,
+            "Generate an image",
+            "an image",
+            defaults::IMAGE_BOT,
+        ),
+        media(
+            names::GENERATE_VIDEO,
+            "Generate a video",
+            "a video",
+            defaults::VIDEO_BOT,
+        ),
+        media(
+            names::GENERATE_AUDIO,
+            "Generate audio",
+            "audio (speech, music or sound)",
+            defaults::AUDIO_BOT,
+        ),
+        job_tool(
+            names::CHECK_STATUS,
+            "Check a job",
+            "Status of a job started by any session of this poe-code daemon (async calls, and calls \
+             that outlived the client's timeout): processing, completed, failed, cancelled or \
+             completed_with_errors, with progress, elapsed seconds and the result once done. Without \
+             continuation_id, lists the 10 most recent jobs. Long texts come in pages: pass the \
+             next_offset you were given as offset.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "continuation_id": { "type": "string", "description": "The job id a call returned." },
+                    "full_history": { "type": "boolean", "description": "Include the whole streamed text, not only the result." },
+                    "offset": { "type": "integer", "minimum": 0, "description": "Character offset to continue a long text from." }
+                },
+                "additionalProperties": false
+            }),
+            true,
+        ),
+        job_tool(
+            names::CANCEL_JOB,
+            "Cancel a job",
+            "Cancel a running job (from any session). The upstream request is stopped; text that had \
+             already streamed is kept and can be read with check_status.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "continuation_id": { "type": "string", "description": "The job id to cancel." }
+                },
+                "required": ["continuation_id"],
+                "additionalProperties": false
+            }),
+            false,
+        ),
+        job_tool(
+            names::LIST_MODELS,
+            "List models",
+            "What the loaded provider plugins serve: each plugin's id, version, model patterns and \
+             capabilities, and the rule that picks a plugin for a bot_name (e.g. codex → codex-cli, \
+             legacy:<Bot> → poe-legacy, any other name → poe-openai).",
+            json!({
+                "type": "object",
+                "properties": {},
+                "additionalProperties": false
+            }),
+            true,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Strict clients reject type arrays and schemas without a `type`.
+    fn assert_strict(value: &Value, path: &str) {
+        if let Some(obj) = value.as_object() {
+            if let Some(t) = obj.get("type") {
+                assert!(
+                    t.is_string(),
+                    "{path}: type must be a single string, got {t}"
+                );
+            }
+            for (k, v) in obj {
+                assert_strict(v, &format!("{path}.{k}"));
+            }
+        }
+    }
+
+    #[test]
+    fn schemas_are_strict_objects() {
+        for tool in all() {
+            let schema = Value::Object((*tool.input_schema).clone());
+            assert_eq!(schema["type"], "object", "{}", tool.name);
+            assert_strict(&schema, &tool.name);
+        }
+    }
+
+    #[test]
+    fn wrong_argument_types_are_rejected() {
+        let bad = json!({"bot_name": 7, "message": "hi"});
+        assert!(serde_json::from_value::<BotResponseArgs>(bad).is_err());
+        let unknown = json!({"prompt": "x", "colour": "red"});
+        assert!(serde_json::from_value::<GenerateArgs>(unknown).is_err());
+    }
+}

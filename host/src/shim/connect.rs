@@ -1,0 +1,209 @@
+//! Reaching the daemon: connect to its socket, or start one and wait for it.
+//!
+//! Starting is race-free: shims serialise on `run/spawn.lock`, re-check the
+//! socket under the lock, and the daemon itself holds `run/poe-coded.lock`
+//! for its whole life, so however many shims start at once, one daemon runs.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use tokio::io::BufReader;
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::config::Paths;
+use crate::ipc::lines::{Frame, read_frame, write_json};
+use crate::ipc::{Hello, HelloAck};
+
+/// How long a freshly started daemon has to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An open, greeted connection to the daemon.
+pub struct Connection {
+    pub reader: BufReader<OwnedReadHalf>,
+    pub writer: OwnedWriteHalf,
+    pub ack: HelloAck,
+}
+
+/// Why there is no connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Nothing listens on the socket.
+    #[error("no poe-coded daemon is running for {0}")]
+    NotRunning(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Connects to a running daemon and greets it.
+pub async fn connect(paths: &Paths, hello: &Hello) -> Result<Connection, ConnectError> {
+    let socket = paths.socket();
+    let stream = match UnixStream::connect(&socket).await {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ConnectError::NotRunning(socket.display().to_string()));
+        }
+        Err(e) => {
+            return Err(anyhow!("cannot connect to {}: {e}", socket.display()).into());
+        }
+    };
+    let (read, mut writer) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    write_json(&mut writer, hello)
+        .await
+        .context("daemon closed the connection during hello")?;
+    let ack = match tokio::time::timeout(START_TIMEOUT, read_frame(&mut reader, 64 * 1024)).await {
+        Ok(Ok(Frame::Line(line))) => serde_json::from_slice::<HelloAck>(&line)
+            .map_err(|e| anyhow!("daemon sent an unreadable hello reply: {e}"))?,
+        Ok(_) => {
+            // The daemon shut down between accept and reply (idle exit).
+            return Err(ConnectError::NotRunning(socket.display().to_string()));
+        }
+        Err(_) => {
+            return Err(anyhow!("daemon did not answer hello within {START_TIMEOUT:?}").into());
+        }
+    };
+    if !ack.ok {
+        return Err(anyhow!(
+            "daemon refused the connection: {}",
+            ack.error.as_deref().unwrap_or("no reason given")
+        )
+        .into());
+    }
+    Ok(Connection {
+        reader,
+        writer,
+        ack,
+    })
+}
+
+/// Connects to the daemon, starting one if none answers.
+pub async fn connect_or_start(paths: &Paths, hello: &Hello) -> anyhow::Result<Connection> {
+    match connect(paths, hello).await {
+        Ok(conn) => return Ok(conn),
+        Err(ConnectError::NotRunning(_)) => {}
+        Err(ConnectError::Other(e)) => return Err(e),
+    }
+    paths
+        .ensure_run_dir()
+        .with_context(|| format!("cannot create {}", paths.run_dir().display()))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(paths.spawn_lock())
+        .context("cannot open the spawn lock")?;
+    let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+        .await
+        .context("spawn lock task failed")?
+        .context("cannot take the spawn lock")?;
+    // Another shim may have started the daemon while we waited for the lock.
+    match connect(paths, hello).await {
+        Ok(conn) => return Ok(conn),
+        Err(ConnectError::NotRunning(_)) => {}
+        Err(ConnectError::Other(e)) => return Err(e),
+    }
+    let exited = start_daemon(paths)?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut delay = Duration::from_millis(2);
+    loop {
+        match connect(paths, hello).await {
+            Ok(conn) => {
+                drop(lock);
+                return Ok(conn);
+            }
+            Err(ConnectError::Other(e)) => return Err(e),
+            Err(ConnectError::NotRunning(_)) => {}
+        }
+        if let Ok(status) = exited.try_recv()
+            && !status.success()
+        {
+            bail!(
+                "poe-coded exited with {status} while starting; see {}",
+                stderr_log(paths).display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "poe-coded did not start listening on {} within {START_TIMEOUT:?}; see {}",
+                paths.socket().display(),
+                stderr_log(paths).display()
+            );
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+fn stderr_log(paths: &Paths) -> PathBuf {
+    paths.logs().join("poe-coded.stderr.log")
+}
+
+/// Path of the `poe-coded` binary: next to this one.
+pub fn daemon_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("POE_CODED_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let dir = crate::config::exe_dir().ok_or_else(|| anyhow!("cannot locate this executable"))?;
+    let path = dir.join("poe-coded");
+    if !path.exists() {
+        bail!(
+            "poe-coded not found next to this binary (looked for {})",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Starts a detached background daemon; the receiver gets its exit status.
+pub fn start_daemon(
+    paths: &Paths,
+) -> anyhow::Result<std::sync::mpsc::Receiver<std::process::ExitStatus>> {
+    use std::os::unix::process::CommandExt;
+    let binary = daemon_binary()?;
+    crate::config::ensure_private_dir(&paths.logs())?;
+    let mut stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stderr_log(paths))
+        .context("cannot open the daemon's stderr log")?;
+    let _ = writeln!(
+        stderr,
+        "--- poe-coded started by pid {}",
+        std::process::id()
+    );
+    let mut command = Command::new(&binary);
+    command
+        .args(["run", "--background"])
+        .env(crate::config::HOME_ENV, &paths.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    // SAFETY: setsid is async-signal-safe; it detaches the daemon from the
+    // agent's terminal and process group so their signals do not reach it.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reap the daemon when it exits so it never lingers as a zombie.
+    std::thread::spawn(move || {
+        if let Ok(status) = child.wait() {
+            let _ = tx.send(status);
+        }
+    });
+    Ok(rx)
+}
