@@ -1,0 +1,411 @@
+//! The `codex` command line for one call, and the settings it comes from.
+//!
+//! Flags verified against codex-cli 0.169.0 (`codex exec --help`,
+//! `codex exec resume --help`, and runs against a fake Responses API):
+//! - `codex exec --json` prints the JSONL event stream; `--sandbox
+//!   <read-only|workspace-write|danger-full-access>`; `--model`;
+//!   `--skip-git-repo-check` (without it codex refuses to run outside a
+//!   trusted git directory); `-c key=value` config overrides;
+//!   `--image <FILE>`.
+//! - `exec` has no approval flag (only the interactive `codex` has
+//!   `--ask-for-approval`), so the policy goes in as
+//!   `-c approval_policy="<policy>"`, which codex validates itself
+//!   (0.169.0 rejects the removed `untrusted`).
+//! - `codex exec resume <SESSION_ID> [PROMPT]` continues a thread. Exec-level
+//!   options (`--json`, `--sandbox`, `-c`, `--model`, `--skip-git-repo-check`)
+//!   go before `resume`; `resume` has no `--sandbox` of its own, so the mode
+//!   is also given as `-c sandbox_mode=...` to be sure a resumed thread runs
+//!   under it.
+//! - The prompt is `-`, read from stdin: no `ARG_MAX` limit and the prompt
+//!   does not show in `ps`. Positionals follow `--`, so neither a prompt nor
+//!   a thread id can be read as a flag.
+
+use std::path::PathBuf;
+
+use poe_plugin_api::{Config, ErrorKind, Message, PluginError, Request, Role};
+
+/// The sandbox modes `codex exec --sandbox` accepts.
+pub(crate) const SANDBOX_MODES: &[&str] = &["read-only", "workspace-write", "danger-full-access"];
+
+/// How codex is run; from the `open` config.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// `CODEX_BIN`, default `codex` (looked up on `PATH`).
+    pub(crate) bin: String,
+    /// `CODEX_SANDBOX_MODE`, default `read-only`.
+    pub(crate) sandbox: String,
+    /// `CODEX_APPROVAL_POLICY`, default `never`.
+    pub(crate) approval: String,
+    /// `--skip-git-repo-check` unless `CODEX_SKIP_GIT_CHECK=false`.
+    pub(crate) skip_git_check: bool,
+    /// A configuration mistake; every call fails with it (as `unavailable`,
+    /// with the fix) rather than the plugin refusing to load, so the user
+    /// sees the reason where they call codex.
+    pub(crate) problem: Option<String>,
+}
+
+fn config_value<'a>(config: &'a Config, key: &str) -> Option<&'a str> {
+    config.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+impl Settings {
+    /// Reads and checks the configuration.
+    pub(crate) fn from_config(config: &Config) -> Settings {
+        let mut problems = Vec::new();
+        let bin = config_value(config, "CODEX_BIN")
+            .unwrap_or("codex")
+            .to_string();
+        let sandbox = config_value(config, "CODEX_SANDBOX_MODE")
+            .unwrap_or("read-only")
+            .to_string();
+        if !SANDBOX_MODES.contains(&sandbox.as_str()) {
+            problems.push(format!(
+                "CODEX_SANDBOX_MODE={sandbox:?} is not one of {}",
+                SANDBOX_MODES.join(", ")
+            ));
+        }
+        let approval = config_value(config, "CODEX_APPROVAL_POLICY")
+            .unwrap_or("never")
+            .to_string();
+        // Codex validates the policy itself; this only keeps the value a
+        // plain word, since it is spliced into a TOML override.
+        if approval.is_empty() || !approval.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+            problems.push(format!(
+                "CODEX_APPROVAL_POLICY={approval:?} is not a policy name such as never or on-request"
+            ));
+        }
+        let skip_git_check = match config_value(config, "CODEX_SKIP_GIT_CHECK")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("true" | "1" | "yes") => true,
+            Some("false" | "0" | "no") => false,
+            Some(other) => {
+                problems.push(format!(
+                    "CODEX_SKIP_GIT_CHECK={other:?} is not true or false"
+                ));
+                true
+            }
+        };
+        Settings {
+            bin,
+            sandbox,
+            approval,
+            skip_git_check,
+            problem: (!problems.is_empty()).then(|| problems.join("; ")),
+        }
+    }
+}
+
+/// The Codex model for a routed model name: `codex` itself means Codex's
+/// configured default; anything else (from `codex:<model>`) is passed on.
+/// The host strips `codex:` before the plugin sees the name; a caller that
+/// loads the plugin directly may not, so a leftover prefix is dropped too.
+pub(crate) fn codex_model(model: &str) -> Option<&str> {
+    let model = model.trim();
+    let model = match model.get(..6) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("codex:") => &model[6..],
+        _ => model,
+    };
+    (!model.is_empty() && !model.eq_ignore_ascii_case("codex")).then_some(model)
+}
+
+/// `"value"` as a TOML basic string (JSON's escaping is valid TOML for it).
+fn toml_string(value: &str) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "\"\"".to_string())
+}
+
+/// The arguments after the binary name.
+pub(crate) fn args(settings: &Settings, request: &Request, images: &[PathBuf]) -> Vec<String> {
+    let mut args = vec![
+        "exec".to_string(),
+        "--json".to_string(),
+        format!("--sandbox={}", settings.sandbox),
+        "-c".to_string(),
+        format!("approval_policy={}", toml_string(&settings.approval)),
+    ];
+    if settings.skip_git_check {
+        args.push("--skip-git-repo-check".into());
+    }
+    if let Some(model) = codex_model(&request.model) {
+        args.push(format!("--model={model}"));
+    }
+    if let Some(effort) = request
+        .options
+        .reasoning_effort
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        args.push("-c".into());
+        args.push(format!("model_reasoning_effort={}", toml_string(effort)));
+    }
+    let images = images
+        .iter()
+        .map(|path| format!("--image={}", path.display()));
+    match continuation(request) {
+        Some(thread) => {
+            args.push("-c".into());
+            args.push(format!("sandbox_mode={}", toml_string(&settings.sandbox)));
+            args.push("resume".into());
+            args.extend(images);
+            args.extend(["--".to_string(), thread.to_string(), "-".to_string()]);
+        }
+        None => {
+            args.extend(images);
+            args.extend(["--".to_string(), "-".to_string()]);
+        }
+    }
+    args
+}
+
+/// The thread to resume, if any.
+pub(crate) fn continuation(request: &Request) -> Option<&str> {
+    request
+        .continuation
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+}
+
+fn speaker(role: Role) -> &'static str {
+    match role {
+        Role::System => "System",
+        Role::User => "User",
+        Role::Assistant => "Assistant",
+        Role::Tool => "Tool result",
+    }
+}
+
+/// Attachments codex cannot take as `--image` files, named in the prompt.
+fn attachment_lines(message: &Message, taken: &[usize]) -> String {
+    message
+        .attachments
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !taken.contains(i))
+        .map(|(_, a)| {
+            let name = a.name.as_deref().unwrap_or("attachment");
+            if a.url.starts_with("data:") {
+                format!("\n(Attached file {name} could not be passed to Codex.)")
+            } else {
+                format!("\nAttached file {name}: {}", a.url)
+            }
+        })
+        .collect()
+}
+
+/// The prompt for stdin. A resumed thread already holds the conversation,
+/// so it gets only the last user message; a new one gets any system text
+/// and earlier turns as context before it. `taken` lists, per message, the
+/// attachments that went in as `--image` files.
+pub(crate) fn prompt(request: &Request, taken: &[Vec<usize>]) -> Result<String, PluginError> {
+    let last_user = request
+        .messages
+        .iter()
+        .rposition(|m| m.role == Role::User)
+        .ok_or_else(|| PluginError::new(ErrorKind::InvalidRequest, "no user message"))?;
+    let taken_of = |i: usize| taken.get(i).map(Vec::as_slice).unwrap_or(&[]);
+    let last = &request.messages[last_user];
+    let ask = format!(
+        "{}{}",
+        last.content,
+        attachment_lines(last, taken_of(last_user))
+    );
+    if continuation(request).is_some() {
+        return Ok(ask);
+    }
+    let system: Vec<&str> = request
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::System)
+        .map(|m| m.content.as_str())
+        .collect();
+    let history: Vec<String> = request.messages[..last_user]
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.role != Role::System)
+        .map(|(i, m)| {
+            format!(
+                "{}: {}{}",
+                speaker(m.role),
+                m.content,
+                attachment_lines(m, taken_of(i))
+            )
+        })
+        .collect();
+    let mut out = String::new();
+    if !system.is_empty() {
+        out.push_str(&system.join("\n\n"));
+        out.push_str("\n\n");
+    }
+    if !history.is_empty() {
+        out.push_str("Conversation so far:\n");
+        out.push_str(&history.join("\n"));
+        out.push_str("\n\n");
+    }
+    out.push_str(&ask);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poe_plugin_api::{Attachment, Options};
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        let config: Config = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_config(&config)
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings(&[]);
+        assert_eq!(
+            (s.bin.as_str(), s.sandbox.as_str(), s.approval.as_str()),
+            ("codex", "read-only", "never")
+        );
+        assert!(s.skip_git_check);
+        assert!(s.problem.is_none());
+        assert!(!settings(&[("CODEX_SKIP_GIT_CHECK", "false")]).skip_git_check);
+    }
+
+    #[test]
+    fn bad_settings_are_reported() {
+        let s = settings(&[
+            ("CODEX_SANDBOX_MODE", "yolo"),
+            ("CODEX_APPROVAL_POLICY", "never\"; x=1"),
+        ]);
+        let problem = s.problem.unwrap();
+        assert!(problem.contains("CODEX_SANDBOX_MODE"), "{problem}");
+        assert!(problem.contains("CODEX_APPROVAL_POLICY"), "{problem}");
+    }
+
+    #[test]
+    fn new_thread_arguments() {
+        let request = Request {
+            model: "gpt-5-codex".into(),
+            options: Options {
+                reasoning_effort: Some("high".into()),
+                ..Options::default()
+            },
+            ..Request::default()
+        };
+        let args = args(&settings(&[]), &request, &[PathBuf::from("/tmp/a.png")]);
+        assert_eq!(
+            args,
+            [
+                "exec",
+                "--json",
+                "--sandbox=read-only",
+                "-c",
+                "approval_policy=\"never\"",
+                "--skip-git-repo-check",
+                "--model=gpt-5-codex",
+                "-c",
+                "model_reasoning_effort=\"high\"",
+                "--image=/tmp/a.png",
+                "--",
+                "-"
+            ]
+        );
+    }
+
+    #[test]
+    fn resume_arguments() {
+        let request = Request {
+            model: "codex".into(),
+            continuation: Some("01a2-thread".into()),
+            ..Request::default()
+        };
+        let args = args(
+            &settings(&[
+                ("CODEX_SKIP_GIT_CHECK", "false"),
+                ("CODEX_SANDBOX_MODE", "workspace-write"),
+            ]),
+            &request,
+            &[],
+        );
+        assert_eq!(
+            args,
+            [
+                "exec",
+                "--json",
+                "--sandbox=workspace-write",
+                "-c",
+                "approval_policy=\"never\"",
+                "-c",
+                "sandbox_mode=\"workspace-write\"",
+                "resume",
+                "--",
+                "01a2-thread",
+                "-"
+            ]
+        );
+    }
+
+    #[test]
+    fn prompts() {
+        let mut request = Request {
+            messages: vec![Message::user("fix the bug")],
+            ..Request::default()
+        };
+        assert_eq!(prompt(&request, &[]).unwrap(), "fix the bug");
+        request.messages = vec![
+            Message {
+                role: Role::System,
+                content: "Be terse.".into(),
+                attachments: vec![],
+                tool_call_id: None,
+            },
+            Message::user("what is 2+2"),
+            Message {
+                role: Role::Assistant,
+                content: "4".into(),
+                attachments: vec![],
+                tool_call_id: None,
+            },
+            Message {
+                role: Role::User,
+                content: "and times 3?".into(),
+                attachments: vec![
+                    Attachment {
+                        url: "https://x/spec.pdf".into(),
+                        content_type: None,
+                        name: Some("spec.pdf".into()),
+                    },
+                    Attachment {
+                        url: "data:image/png;base64,AAAA".into(),
+                        content_type: None,
+                        name: None,
+                    },
+                ],
+                tool_call_id: None,
+            },
+        ];
+        assert_eq!(
+            prompt(&request, &[vec![], vec![], vec![], vec![1]]).unwrap(),
+            "Be terse.\n\nConversation so far:\nUser: what is 2+2\nAssistant: 4\n\n\
+             and times 3?\nAttached file spec.pdf: https://x/spec.pdf"
+        );
+        request.continuation = Some("t".into());
+        assert_eq!(
+            prompt(&request, &[vec![], vec![], vec![], vec![1]]).unwrap(),
+            "and times 3?\nAttached file spec.pdf: https://x/spec.pdf"
+        );
+        request.messages.clear();
+        assert!(prompt(&request, &[]).is_err());
+    }
+
+    #[test]
+    fn model_names() {
+        assert_eq!(codex_model("codex"), None);
+        assert_eq!(codex_model("Codex"), None);
+        assert_eq!(codex_model("gpt-5-codex"), Some("gpt-5-codex"));
+        assert_eq!(codex_model("codex:gpt-5"), Some("gpt-5"));
+        assert_eq!(codex_model("codex:"), None);
+    }
+}

@@ -1,0 +1,113 @@
+//! codex-cli: the poe-code provider plugin that runs the Codex CLI
+//! non-interactively (`codex exec --json`) in the calling session's working
+//! directory and turns its JSONL event stream into text, progress and usage.
+//!
+//! Models reach it as `codex` (Codex's configured default model) or
+//! `codex:<model>` (the host strips `codex:`; the rest goes to `--model`).
+//! A call's `continuation` is a Codex thread id: the plugin reports the
+//! thread of every run (`Event::Continuation`, `Response::continuation`) and
+//! resumes it with `codex exec resume` when a later request names it.
+//!
+//! Configuration (environment of the daemon): `CODEX_BIN` (default
+//! `codex`), `CODEX_SANDBOX_MODE` (default `read-only`),
+//! `CODEX_APPROVAL_POLICY` (default `never`), `CODEX_SKIP_GIT_CHECK`
+//! (default true). Codex's own `CODEX_HOME` and credentials are inherited.
+//!
+//! Like every plugin, this one never retries: a failed run is a typed error
+//! and the host decides. Cancellation and timeouts terminate codex's whole
+//! process group (`process`), so a cancelled call leaves no process behind.
+//!
+//! Module map: `command` builds the command line and prompt, `run` drives
+//! one run, `events` reads the JSONL stream, `process` owns the process
+//! group, `errors` maps failures.
+
+mod command;
+mod errors;
+mod events;
+mod process;
+mod run;
+
+use poe_plugin_api::{
+    Capability, Config, Manifest, PluginError, Provider, RateLimit, Request, Response, Sink,
+    export_provider,
+};
+
+use command::Settings;
+
+/// The provider that runs the Codex CLI.
+pub struct CodexCli {
+    settings: Settings,
+    /// `Option` only so `Drop` can shut it down without blocking.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Provider for CodexCli {
+    fn manifest() -> Manifest {
+        Manifest {
+            id: "codex-cli".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "OpenAI's Codex CLI run non-interactively (codex exec --json) in the \
+                          session's working directory; continuation resumes the Codex thread"
+                .into(),
+            // `codex` uses Codex's configured model; `codex:<model>` picks one.
+            models: vec!["codex".into(), "codex:*".into()],
+            capabilities: vec![Capability::Text],
+            // A run is a whole agent turn; this only stops a runaway loop of
+            // calls from flooding the machine with codex processes.
+            default_rate_limit: Some(RateLimit {
+                requests_per_minute: 60,
+            }),
+            config_keys: vec![
+                "CODEX_BIN".into(),
+                "CODEX_SANDBOX_MODE".into(),
+                "CODEX_APPROVAL_POLICY".into(),
+                "CODEX_SKIP_GIT_CHECK".into(),
+            ],
+            plugin_api_version: String::new(),
+        }
+    }
+
+    fn open(config: Config) -> Result<Self, PluginError> {
+        let runtime = poe_plugin_api::cancel::runtime("codex-cli")?;
+        Ok(CodexCli {
+            settings: Settings::from_config(&config),
+            runtime: Some(runtime),
+        })
+    }
+
+    fn invoke(&self, request: Request, sink: &Sink) -> Result<Response, PluginError> {
+        if sink.is_cancelled() {
+            return Err(PluginError::cancelled());
+        }
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| PluginError::internal("provider runtime already shut down"))?;
+        runtime.block_on(run::run(&self.settings, &request, sink))
+    }
+}
+
+impl Drop for CodexCli {
+    fn drop(&mut self) {
+        // A plain drop blocks until workers stop and panics inside an async
+        // context; the host may drop a provider from anywhere.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+export_provider!(CodexCli);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_declares_codex_routes() {
+        let m = CodexCli::manifest();
+        assert_eq!(m.id, "codex-cli");
+        assert_eq!(m.models, vec!["codex".to_string(), "codex:*".to_string()]);
+        assert!(m.config_keys.iter().any(|k| k == "CODEX_BIN"));
+    }
+}

@@ -1,0 +1,242 @@
+//! poe-openai: the poe-code provider plugin for Poe's OpenAI-compatible API
+//! (`POST {base}/chat/completions` with SSE, media links in answers, and the
+//! `/v1/videos` jobs API).
+//!
+//! One provider instance owns one `reqwest::Client` (a connection pool shared
+//! by every call) and one small tokio runtime. `invoke` is blocking and may
+//! run on many host threads at once; each call drives its future with
+//! `runtime.block_on`, raced against the host's cancel flag and the request's
+//! deadline (see `cancel`). Nothing here retries: the host owns retries,
+//! rate limits and backoff, so every failure is returned at once as a typed
+//! [`PluginError`] (see `errors`).
+//!
+//! Module map: `chat` builds and sends chat completions, `sse` reads
+//! streamed answers, `wire` holds the upstream JSON shapes and assembles
+//! answers, `media` pulls generated file links out of answers, `video`
+//! runs `/v1/videos` jobs, `errors` maps failures and `ratelimit` reads
+//! Poe's rate-limit headers.
+
+mod chat;
+mod errors;
+mod media;
+mod ratelimit;
+mod sse;
+mod video;
+mod wire;
+
+use std::time::Duration;
+
+use poe_plugin_api::{
+    Capability, Config, ErrorKind, Manifest, OutputKind, PluginError, Provider, RateLimit, Request,
+    Response, Sink, export_provider,
+};
+
+/// Where Poe's OpenAI-compatible API lives unless `POE_BASE_URL` says otherwise.
+pub const DEFAULT_BASE_URL: &str = "https://api.poe.com/v1";
+
+/// How often a `/v1/videos` job is polled unless `POE_VIDEO_POLL_MS` says
+/// otherwise. Poe recommends 5 s; 2 s keeps short jobs snappy while staying
+/// far below the 500 requests/minute limit.
+const DEFAULT_VIDEO_POLL: Duration = Duration::from_secs(2);
+
+/// Connecting is the one phase with a plugin-side limit: a dead host should
+/// fail fast, while an answer may legitimately stream for minutes (the host
+/// enforces the overall deadline).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The provider for Poe's OpenAI-compatible API.
+pub struct PoeOpenAi {
+    http: reqwest::Client,
+    /// `Option` only so `Drop` can shut it down without blocking.
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Base URL without a trailing slash, e.g. `https://api.poe.com/v1`.
+    base_url: String,
+    /// Key from the configuration; a request's own `api_key` wins.
+    api_key: Option<String>,
+    video_poll: Duration,
+}
+
+/// Everything one call needs, borrowed from the provider and the host.
+pub(crate) struct Call<'a> {
+    pub(crate) http: &'a reqwest::Client,
+    pub(crate) base_url: &'a str,
+    pub(crate) api_key: &'a str,
+    pub(crate) request: &'a Request,
+    pub(crate) sink: &'a Sink,
+    pub(crate) video_poll: Duration,
+}
+
+impl PoeOpenAi {
+    /// The base URL this provider talks to (no trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    async fn dispatch(&self, call: &Call<'_>) -> Result<Response, PluginError> {
+        if call.request.output == OutputKind::Video && video::uses_videos_api(&call.request.model) {
+            video::run(call).await
+        } else {
+            chat::run(call).await
+        }
+    }
+}
+
+/// Reads a non-empty, trimmed config value.
+fn config_value<'a>(config: &'a Config, key: &str) -> Option<&'a str> {
+    config.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+/// Validates `POE_BASE_URL` and drops trailing slashes, so endpoint paths can
+/// be appended with a single `/`.
+fn normalize_base_url(raw: &str) -> Result<String, PluginError> {
+    let trimmed = raw.trim().trim_end_matches('/');
+    let unavailable = || {
+        PluginError::new(
+            ErrorKind::Unavailable,
+            format!("POE_BASE_URL is not an http(s) URL: {trimmed:?}"),
+        )
+    };
+    let url = reqwest::Url::parse(trimmed).map_err(|_| unavailable())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(unavailable());
+    }
+    Ok(trimmed.to_string())
+}
+
+impl Provider for PoeOpenAi {
+    fn manifest() -> Manifest {
+        Manifest {
+            id: "poe-openai".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Any Poe bot or model through Poe's OpenAI-compatible API \
+                          (chat completions, media links, /v1/videos)"
+                .into(),
+            // The catch-all: more specific plugins (legacy:*, codex) win.
+            models: vec!["*".into()],
+            capabilities: vec![
+                Capability::Text,
+                Capability::Image,
+                Capability::Video,
+                Capability::Audio,
+                Capability::Tools,
+            ],
+            // Poe's documented limit: https://creator.poe.com/api-reference/rate-limits
+            default_rate_limit: Some(RateLimit {
+                requests_per_minute: 500,
+            }),
+            config_keys: vec![
+                "POE_API_KEY".into(),
+                "POE_BASE_URL".into(),
+                // Tests and demos shorten the video poll interval with this.
+                "POE_VIDEO_POLL_MS".into(),
+            ],
+            plugin_api_version: String::new(),
+        }
+    }
+
+    fn open(config: Config) -> Result<Self, PluginError> {
+        let base_url =
+            normalize_base_url(config_value(&config, "POE_BASE_URL").unwrap_or(DEFAULT_BASE_URL))?;
+        let api_key = config_value(&config, "POE_API_KEY").map(str::to_string);
+        let video_poll = config_value(&config, "POE_VIDEO_POLL_MS")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|ms| Duration::from_millis(ms.clamp(1, 60_000)))
+            .unwrap_or(DEFAULT_VIDEO_POLL);
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("poe-code-poe-openai/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| PluginError::internal(format!("cannot build HTTP client: {e}")))?;
+        let runtime = poe_plugin_api::cancel::runtime("poe-openai")?;
+        Ok(PoeOpenAi {
+            http,
+            runtime: Some(runtime),
+            base_url,
+            api_key,
+            video_poll,
+        })
+    }
+
+    fn invoke(&self, request: Request, sink: &Sink) -> Result<Response, PluginError> {
+        let api_key = request
+            .effective_api_key(self.api_key.as_deref())
+            .ok_or_else(|| {
+                PluginError::new(
+                    ErrorKind::Auth,
+                    "no Poe API key: set POE_API_KEY or run 'poe-code login'",
+                )
+            })?
+            .to_string();
+        if sink.is_cancelled() {
+            return Err(PluginError::cancelled());
+        }
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| PluginError::internal("provider runtime already shut down"))?;
+        let call = Call {
+            http: &self.http,
+            base_url: &self.base_url,
+            api_key: &api_key,
+            request: &request,
+            sink,
+            video_poll: self.video_poll,
+        };
+        let result = runtime.block_on(poe_plugin_api::cancel::race(
+            sink,
+            request.timeout_ms,
+            "Poe",
+            self.dispatch(&call),
+        ));
+        // Last line of defence: whatever the upstream echoed, the key never
+        // leaves the plugin in an error message.
+        result.map_err(|e| e.redact(&api_key))
+    }
+}
+
+impl Drop for PoeOpenAi {
+    fn drop(&mut self) {
+        // A plain drop blocks until workers stop and panics inside an async
+        // context; the host may drop a provider from anywhere.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+export_provider!(PoeOpenAi);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_tolerates_trailing_slash() {
+        assert_eq!(
+            normalize_base_url("https://api.poe.com/v1/").unwrap(),
+            "https://api.poe.com/v1"
+        );
+        assert_eq!(
+            normalize_base_url(" http://127.0.0.1:9/v1// ").unwrap(),
+            "http://127.0.0.1:9/v1"
+        );
+    }
+
+    #[test]
+    fn base_url_must_be_http() {
+        let err = normalize_base_url("ftp://example.com").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unavailable);
+        assert!(normalize_base_url("not a url").is_err());
+    }
+
+    #[test]
+    fn manifest_declares_catch_all_and_limits() {
+        let m = PoeOpenAi::manifest();
+        assert_eq!(m.id, "poe-openai");
+        assert_eq!(m.models, vec!["*".to_string()]);
+        assert_eq!(m.default_rate_limit.unwrap().requests_per_minute, 500);
+        assert!(m.config_keys.iter().any(|k| k == "POE_API_KEY"));
+        assert!(m.config_keys.iter().any(|k| k == "POE_BASE_URL"));
+        assert_eq!(m.capabilities.len(), 5);
+    }
+}

@@ -1,0 +1,68 @@
+//! Reads a streamed chat completion: server-sent events whose `data` is one
+//! `chat.completion.chunk` JSON each, ending with `data: [DONE]`
+//! (OpenAI's format, which Poe follows; usage arrives in a last chunk with
+//! empty `choices` when `stream_options.include_usage` is set).
+//!
+//! Parsing the SSE framing is left to `eventsource-stream`; this module only
+//! interprets the data lines and refuses anything that is not the protocol.
+
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures::StreamExt;
+use poe_plugin_api::{ErrorKind, PluginError, Sink};
+use serde_json::Value;
+
+use crate::errors;
+use crate::wire::{Assembled, Completion};
+
+/// How much of a bad data line to quote in the error.
+const SNIPPET: usize = 80;
+
+/// Consumes the SSE body of `response` (HTTP `status`), emitting deltas to
+/// `sink` when `emit` is set, and returns the assembled answer.
+pub(crate) async fn read(
+    response: reqwest::Response,
+    status: u16,
+    sink: &Sink,
+    emit: bool,
+) -> Result<Assembled, PluginError> {
+    let mut events = response.bytes_stream().eventsource();
+    let mut answer = Assembled::default();
+    while let Some(item) = events.next().await {
+        let event = item.map_err(|e| match e {
+            EventStreamError::Transport(err) => errors::transport(err),
+            other => errors::malformed(status, "SSE", other),
+        })?;
+        let data = event.data.trim();
+        if data.is_empty() {
+            continue;
+        }
+        if data == "[DONE]" {
+            return Ok(answer);
+        }
+        let bad_line = |e: serde_json::Error| {
+            errors::malformed(
+                status,
+                "SSE",
+                format!("{e} in data line {:?}", errors::truncate(data, SNIPPET)),
+            )
+        };
+        let json: Value = serde_json::from_str(data).map_err(bad_line)?;
+        // Failures after the 200 arrive as an error object in the stream.
+        if event.event == "error" || json.get("error").is_some_and(|e| !e.is_null()) {
+            return Err(errors::from_stream_error(status, &json));
+        }
+        let chunk: Completion = serde_json::from_value(json).map_err(bad_line)?;
+        answer.apply_chunk(chunk, sink, emit);
+    }
+    // The connection ended without `[DONE]`. If the model had already said it
+    // was finished, the answer is complete; otherwise it was cut short.
+    if answer.finished() {
+        Ok(answer)
+    } else {
+        Err(PluginError::new(
+            ErrorKind::Upstream,
+            "Poe closed the stream before the answer was complete",
+        )
+        .with_status(status))
+    }
+}
