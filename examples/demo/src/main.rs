@@ -1,0 +1,136 @@
+//! The offline demo: `cargo run -p demo`.
+//!
+//! Builds poe-code and its plugins, gives them a throwaway state dir, and
+//! drives one MCP session through a real `poe-code mcp run` shim into a real
+//! `poe-coded` daemon with the real poe-openai plugin, printing what an agent
+//! would see. Without `POE_API_KEY` the upstream is a local stand-in for Poe
+//! on 127.0.0.1; with it, the real Poe API answers (and costs points).
+
+use serde_json::{Value, json};
+use testkit::TestEnv;
+use testkit::client::result_text;
+
+fn show(label: &str, value: &Value) {
+    println!(
+        "{label}: {}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    println!("building poe-code, poe-coded and the plugins…");
+    testkit::build::ensure_built();
+
+    let real_key = std::env::var("POE_API_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    let mut _fake = None;
+    let env = match &real_key {
+        Some(key) => {
+            println!("POE_API_KEY is set: talking to the real Poe API");
+            TestEnv::new(&["poe-openai", "poe-legacy", "codex-cli"])
+                .with_var("POE_API_KEY", key.clone())
+        }
+        None => {
+            let fake = fake_poe::FakePoe::start().await;
+            println!(
+                "no POE_API_KEY: using the local stand-in for Poe at {}",
+                fake.base_url()
+            );
+            let env = TestEnv::new(&["poe-openai", "poe-legacy", "codex-cli"])
+                .with_var("POE_BASE_URL", fake.base_url())
+                .with_var("POE_API_KEY", fake_poe::FAKE_API_KEY)
+                .with_var("POE_VIDEO_POLL_MS", "50");
+            _fake = Some(fake);
+            env
+        }
+    };
+    let text_bot = std::env::var("DEMO_BOT").unwrap_or_else(|_| "Claude-Sonnet-4.5".into());
+
+    println!("\n$ poe-code mcp run   (the first shim starts the shared daemon)");
+    let mut agent = env.shim().await;
+    let init = agent.initialize("poe-code-demo").await;
+    show("initialize", &init["result"]["serverInfo"]);
+
+    let tools = agent.request("tools/list", Value::Null).await;
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|t| t["name"].as_str()).collect())
+        .unwrap_or_default();
+    println!("tools: {}", names.join(", "));
+
+    println!("\n-> get_bot_response({text_bot}), streaming progress:");
+    let answer = agent
+        .request(
+            "tools/call",
+            json!({
+                "name": "get_bot_response",
+                "arguments": {"bot_name": text_bot, "message": "In one sentence: why share one MCP daemon between agents?"},
+                "_meta": {"progressToken": "demo"}
+            }),
+        )
+        .await;
+    for note in agent.take_notifications("notifications/progress") {
+        println!(
+            "   progress: {}",
+            note["params"]["message"].as_str().unwrap_or_default()
+        );
+    }
+    println!("<- {}", result_text(&answer));
+    show("   usage", &answer["result"]["_meta"]);
+
+    println!("\n-> generate_image(default bot)");
+    let image = agent
+        .call_tool("generate_image", json!({"prompt": "a lighthouse made of circuit boards", "params": {"aspect_ratio": "16:9"}}))
+        .await;
+    for block in image["result"]["content"].as_array().into_iter().flatten() {
+        if block["type"] == "resource_link" {
+            println!("<- resource link: {} ({})", block["uri"], block["mimeType"]);
+        }
+    }
+
+    println!("\n-> a second agent session joins the same daemon");
+    let mut second = env.shim().await;
+    second.initialize("second-agent").await;
+
+    println!("\n-> agent 1 starts a job in the background (async: true)");
+    let started = agent
+        .call_tool(
+            "get_bot_response",
+            json!({"bot_name": text_bot, "message": "Summarise the benefits of shared rate limits.", "async": true}),
+        )
+        .await;
+    let id = started["result"]["structuredContent"]["continuation_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!("<- continuation_id {id}");
+    println!("-> agent 2 checks it: check_status(continuation_id)");
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = second
+            .call_tool("check_status", json!({"continuation_id": id}))
+            .await["result"]["structuredContent"]
+            .clone();
+        if status["status"] != "processing" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    println!(
+        "<- {} after {} s: {}",
+        status["status"], status["elapsed_seconds"], status["result"]
+    );
+
+    let models = second.call_tool("list_models", json!({})).await;
+    println!("\n-> list_models\n{}", result_text(&models));
+
+    println!("\n$ poe-coded status");
+    let out = env.run("poe-coded", &["status"]);
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+
+    drop(second);
+    drop(agent);
+    println!("\ndemo done (the daemon is stopped and the state dir removed)");
+}
