@@ -1,0 +1,168 @@
+//! A private poe-code installation for one test: its own state dir, plugin
+//! dir and environment, so tests never share a daemon. Dropping it stops the
+//! daemon it started.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::build;
+use crate::client::McpClient;
+
+/// A throwaway state dir, plugin dir and environment.
+pub struct TestEnv {
+    root: TempDir,
+    vars: Vec<(String, String)>,
+}
+
+/// The API key tests send unless they set another.
+pub const TEST_API_KEY: &str = "test-key-0123456789abcdef";
+
+impl TestEnv {
+    /// A new environment with the given plugins (crate names) installed.
+    pub fn new(plugins: &[&str]) -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("pc")
+            .tempdir()
+            .expect("temp dir");
+        let env = Self {
+            root,
+            vars: Vec::new(),
+        };
+        std::fs::create_dir_all(env.plugin_dir()).expect("plugin dir");
+        for plugin in plugins {
+            env.install_plugin(plugin);
+        }
+        env.with_var("POE_API_KEY", TEST_API_KEY)
+    }
+
+    /// Sets an environment variable for every process this env starts.
+    pub fn with_var(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.vars.retain(|(k, _)| k != key);
+        self.vars.push((key.to_string(), value.into()));
+        self
+    }
+
+    /// Removes a variable (it is also cleared from the inherited environment).
+    pub fn without_var(mut self, key: &str) -> Self {
+        self.vars.retain(|(k, _)| k != key);
+        self.vars.push((key.to_string(), String::new()));
+        self
+    }
+
+    /// The state dir (`POE_CODE_HOME`).
+    pub fn home(&self) -> PathBuf {
+        self.root.path().join("home")
+    }
+
+    /// The plugin dir (`POE_CODE_PLUGIN_DIR`).
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.root.path().join("plugins")
+    }
+
+    /// Copies a built plugin into the plugin dir.
+    pub fn install_plugin(&self, crate_name: &str) {
+        let source = build::plugin_library(crate_name);
+        let target = self
+            .plugin_dir()
+            .join(source.file_name().expect("file name"));
+        std::fs::copy(&source, &target)
+            .unwrap_or_else(|e| panic!("copy {}: {e}", source.display()));
+    }
+
+    /// Writes an arbitrary file into the plugin dir (for refusal tests).
+    pub fn write_plugin_file(&self, name: &str, bytes: &[u8]) {
+        std::fs::write(self.plugin_dir().join(name), bytes).expect("write plugin file");
+    }
+
+    /// A command for one of the built binaries with this environment.
+    pub fn command(&self, binary: &str) -> Command {
+        let mut command = Command::new(build::binary(binary));
+        command
+            .env("POE_CODE_HOME", self.home())
+            .env("POE_CODE_PLUGIN_DIR", self.plugin_dir())
+            .env("POE_CODED_IDLE_TIMEOUT", "60")
+            .env_remove("POE_BASE_URL")
+            .env_remove("POE_CODE_LOG");
+        for (key, value) in &self.vars {
+            if value.is_empty() {
+                command.env_remove(key);
+            } else {
+                command.env(key, value);
+            }
+        }
+        command
+    }
+
+    /// Runs a binary to completion.
+    pub fn run(&self, binary: &str, args: &[&str]) -> Output {
+        self.command(binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run binary")
+    }
+
+    /// Starts a shim (`poe-code mcp run`) and returns a client speaking to it.
+    pub async fn shim(&self) -> McpClient {
+        let mut command = tokio::process::Command::from(self.command("poe-code"));
+        command.args(["mcp", "run"]);
+        McpClient::spawn(command).await
+    }
+
+    /// `poe-coded status --json`, or `None` when no daemon runs.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let out = self.run("poe-coded", &["status", "--json"]);
+        if out.status.code() == Some(3) {
+            return None;
+        }
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(serde_json::from_slice(&out.stdout).expect("status JSON"))
+    }
+
+    /// Waits until `status` satisfies `pred`, returning the last status.
+    pub fn wait_status(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.status()
+                && pred(&status)
+            {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "status never matched: {:?}",
+                self.status()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.home().join("logs/poe-coded.log")).unwrap_or_default()
+    }
+
+    /// Path inside the state dir.
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.home().join(rel)
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if self.home().join("run").exists() {
+            let _ = self.run("poe-coded", &["stop"]);
+        }
+    }
+}

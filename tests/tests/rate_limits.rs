@@ -1,0 +1,345 @@
+//! One view of the upstream for every session: the shared limiter keeps many
+//! sessions under the upstream's limit, a 429 pauses the key for everyone,
+//! 5xx are retried with backoff, other 4xx are not. The upstream is a
+//! wiremock server on 127.0.0.1 speaking Poe's OpenAI-compatible wire format;
+//! the plugin is the real poe-openai library.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use testkit::TestEnv;
+use testkit::client::{error_code, result_text};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+/// A responder whose state the test keeps a handle on.
+struct Shared<T>(Arc<T>);
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// A streamed chat completion answering `text`.
+fn sse_answer(text: &str) -> ResponseTemplate {
+    let chunk = json!({
+        "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1, "model": "test-bot",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": null}]
+    });
+    let stop = json!({
+        "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1, "model": "test-bot",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+    });
+    let body = format!("data: {chunk}\n\ndata: {stop}\n\ndata: [DONE]\n\n");
+    ResponseTemplate::new(200).set_body_raw(body, "text/event-stream")
+}
+
+fn last_user_message(request: &Request) -> String {
+    let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn poe_error(status: u16, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({
+        "error": {"code": status, "type": "test_error", "message": message}
+    }))
+}
+
+/// Answers within a sliding-window limit and 429 beyond it, recording the
+/// most requests it ever saw in one window.
+struct WindowedUpstream {
+    window: Duration,
+    limit: usize,
+    seen: Mutex<VecDeque<Instant>>,
+    max_in_window: Mutex<usize>,
+    rejected: Mutex<usize>,
+}
+
+impl Respond for Shared<WindowedUpstream> {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap();
+        while seen
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            seen.pop_front();
+        }
+        seen.push_back(now);
+        let count = seen.len();
+        let mut max = self.max_in_window.lock().unwrap();
+        *max = (*max).max(count);
+        if count > self.limit {
+            *self.rejected.lock().unwrap() += 1;
+            return poe_error(429, "rate limit exceeded").insert_header("retry-after", "1");
+        }
+        sse_answer(&format!("echo {}", last_user_message(request)))
+    }
+}
+
+async fn upstream_with(responder: impl Respond + 'static) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(responder)
+        .mount(&server)
+        .await;
+    server
+}
+
+fn env_for(server: &MockServer) -> TestEnv {
+    TestEnv::new(&["poe-openai"]).with_var("POE_BASE_URL", format!("{}/v1", server.uri()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_sessions_share_one_limit_and_never_exceed_the_upstreams() {
+    // 1200/min: burst 20 then ~19.7/s, so any 2 s window sees at most ~60.
+    let upstream = Arc::new(WindowedUpstream {
+        window: Duration::from_secs(2),
+        limit: 60,
+        seen: Mutex::new(VecDeque::new()),
+        max_in_window: Mutex::new(0),
+        rejected: Mutex::new(0),
+    });
+    let server = upstream_with(Shared(upstream.clone())).await;
+    let env = env_for(&server).with_var("POE_CODE_RATE_LIMITS", "poe-openai=1200");
+    let sessions = (0..20).map(|s| {
+        let env = &env;
+        async move {
+            let mut shim = env.shim().await;
+            shim.initialize(&format!("agent-{s}")).await;
+            for c in 0..25 {
+                let message = format!("s{s} c{c}");
+                let answer = shim
+                    .call_tool(
+                        "get_bot_response",
+                        json!({"bot_name": "test-bot", "message": message}),
+                    )
+                    .await;
+                assert_eq!(result_text(&answer), format!("echo {message}"), "{answer}");
+            }
+            shim
+        }
+    });
+    let shims = futures::future::join_all(sessions).await;
+    let requests = server.received_requests().await.unwrap().len();
+    assert_eq!(requests, 500, "one upstream request per call");
+    assert_eq!(
+        *upstream.rejected.lock().unwrap(),
+        0,
+        "the upstream never had to say 429"
+    );
+    assert!(*upstream.max_in_window.lock().unwrap() <= 60);
+    let status = env.status().unwrap();
+    assert_eq!(status["limiters"][0]["plugin"], "poe-openai");
+    assert_eq!(status["limiters"][0]["requests_per_minute"], 1200);
+    assert_eq!(
+        status["limiters"][0]["key"], "…cdef",
+        "only a fingerprint of the key"
+    );
+    drop(shims);
+}
+
+/// 429 for the first request, then answers; records arrival times.
+struct RateLimitedOnce {
+    arrivals: Mutex<Vec<Instant>>,
+}
+
+impl Respond for Shared<RateLimitedOnce> {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut arrivals = self.arrivals.lock().unwrap();
+        arrivals.push(Instant::now());
+        if arrivals.len() == 1 {
+            // Poe documents x-ratelimit-* rather than Retry-After.
+            return poe_error(429, "slow down")
+                .insert_header("x-ratelimit-limit-requests", "500")
+                .insert_header("x-ratelimit-remaining-requests", "0")
+                .insert_header("x-ratelimit-reset-requests", "1");
+        }
+        sse_answer(&format!("echo {}", last_user_message(request)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_pauses_the_key_for_every_session_until_its_reset() {
+    let upstream = Arc::new(RateLimitedOnce {
+        arrivals: Mutex::new(Vec::new()),
+    });
+    let server = upstream_with(Shared(upstream.clone())).await;
+    let env = env_for(&server);
+    let mut a = env.shim().await;
+    a.initialize("a").await;
+    let mut b = env.shim().await;
+    b.initialize("b").await;
+    let first = a
+        .send_request("tools/call", json!({"name": "get_bot_response", "arguments": {"bot_name": "test-bot", "message": "from a"}}))
+        .await;
+    // Wait until the upstream has said 429, then let B try.
+    while upstream.arrivals.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let answer_b = b
+        .call_tool(
+            "get_bot_response",
+            json!({"bot_name": "test-bot", "message": "from b"}),
+        )
+        .await;
+    let answer_a = a.response(&first).await;
+    assert_eq!(result_text(&answer_a), "echo from a");
+    assert_eq!(result_text(&answer_b), "echo from b");
+    let arrivals = upstream.arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 3, "one 429, then one request per call");
+    for later in &arrivals[1..] {
+        assert!(
+            later.duration_since(arrivals[0]) >= Duration::from_millis(950),
+            "a request reached the upstream before the 429's reset"
+        );
+    }
+}
+
+/// Fails with `status` for the first `failures` requests, then answers.
+struct FailingFirst {
+    status: u16,
+    failures: usize,
+    count: Mutex<usize>,
+}
+
+impl Respond for Shared<FailingFirst> {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut count = self.count.lock().unwrap();
+        *count += 1;
+        if *count <= self.failures {
+            return poe_error(self.status, "upstream trouble");
+        }
+        sse_answer(&format!("echo {}", last_user_message(request)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_errors_are_retried_with_backoff_then_succeed() {
+    let upstream = Arc::new(FailingFirst {
+        status: 502,
+        failures: 2,
+        count: Mutex::new(0),
+    });
+    let server = upstream_with(Shared(upstream.clone())).await;
+    let env = env_for(&server);
+    let mut shim = env.shim().await;
+    shim.initialize("retry").await;
+    let answer = shim
+        .call_tool(
+            "get_bot_response",
+            json!({"bot_name": "test-bot", "message": "eventually"}),
+        )
+        .await;
+    assert_eq!(result_text(&answer), "echo eventually", "{answer}");
+    assert_eq!(*upstream.count.lock().unwrap(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_request_is_not_retried() {
+    let upstream = Arc::new(FailingFirst {
+        status: 400,
+        failures: 100,
+        count: Mutex::new(0),
+    });
+    let server = upstream_with(Shared(upstream.clone())).await;
+    let env = env_for(&server);
+    let mut shim = env.shim().await;
+    shim.initialize("no-retry").await;
+    let answer = shim
+        .call_tool(
+            "get_bot_response",
+            json!({"bot_name": "test-bot", "message": "bad"}),
+        )
+        .await;
+    assert_eq!(
+        error_code(&answer).as_deref(),
+        Some("INVALID_ARGUMENT"),
+        "{answer}"
+    );
+    assert_eq!(*upstream.count.lock().unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn persistent_server_errors_give_up_with_a_clear_error() {
+    let upstream = Arc::new(FailingFirst {
+        status: 503,
+        failures: 100,
+        count: Mutex::new(0),
+    });
+    let server = upstream_with(Shared(upstream.clone())).await;
+    let env = env_for(&server);
+    let mut shim = env.shim().await;
+    shim.initialize("give-up").await;
+    let answer = shim
+        .call_tool(
+            "get_bot_response",
+            json!({"bot_name": "test-bot", "message": "doomed"}),
+        )
+        .await;
+    assert_eq!(
+        error_code(&answer).as_deref(),
+        Some("PROVIDER_UNAVAILABLE"),
+        "{answer}"
+    );
+    assert_eq!(
+        *upstream.count.lock().unwrap(),
+        5,
+        "first try plus four retries"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_file_sets_limits_and_a_broken_one_is_reported_not_fatal() {
+    let env = TestEnv::new(&["echo-plugin"]);
+    std::fs::create_dir_all(env.home()).unwrap();
+    std::fs::write(env.path("config.toml"), "[limits]\necho = 321\n").unwrap();
+    let mut shim = env.shim().await;
+    shim.initialize("configured").await;
+    let answer = shim
+        .call_tool(
+            "get_bot_response",
+            json!({"bot_name": "echo", "message": "hi"}),
+        )
+        .await;
+    assert_eq!(result_text(&answer), "hi");
+    let status = env.status().unwrap();
+    assert_eq!(status["limiters"][0]["requests_per_minute"], 321);
+    assert!(status["config_error"].is_null());
+
+    let broken = TestEnv::new(&["echo-plugin"]);
+    std::fs::create_dir_all(broken.home()).unwrap();
+    std::fs::write(broken.path("config.toml"), "[limits\necho = ").unwrap();
+    let mut shim = broken.shim().await;
+    shim.initialize("broken-config").await;
+    let answer = shim
+        .call_tool(
+            "get_bot_response",
+            json!({"bot_name": "echo", "message": "still"}),
+        )
+        .await;
+    assert_eq!(result_text(&answer), "still");
+    let status = broken.status().unwrap();
+    assert!(
+        status["config_error"]
+            .as_str()
+            .unwrap()
+            .contains("config.toml"),
+        "{status}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(broken.path("config.toml")).unwrap(),
+        "[limits\necho = ",
+        "never rewritten"
+    );
+}
