@@ -13,8 +13,11 @@ use poe_plugin_api::{Config, ErrorKind, Event, PLUGIN_API_VERSION};
 
 /// Loads a private copy, as the host does (a path loaded once stays mapped).
 fn load() -> Library {
-    Library::load_copy(&testkit::build::plugin_library("codex-cli"), &std::env::temp_dir())
-        .expect("plugin loads through the ABI")
+    Library::load_copy(
+        &testkit::build::plugin_library("codex-cli"),
+        &std::env::temp_dir(),
+    )
+    .expect("plugin loads through the ABI")
 }
 
 #[test]

@@ -15,8 +15,11 @@ use wiremock::matchers::{method, path};
 
 /// Loads a private copy, as the host does (a path loaded once stays mapped).
 fn load() -> Library {
-    Library::load_copy(&testkit::build::plugin_library("poe-legacy"), &std::env::temp_dir())
-        .expect("plugin loads through the ABI")
+    Library::load_copy(
+        &testkit::build::plugin_library("poe-legacy"),
+        &std::env::temp_dir(),
+    )
+    .expect("plugin loads through the ABI")
 }
 
 #[test]

@@ -13,8 +13,11 @@ use poe_plugin_api::{Config, ErrorKind, Event, Message, PLUGIN_API_VERSION, Requ
 
 /// Loads a private copy, as the host does (a path loaded once stays mapped).
 fn load() -> Library {
-    Library::load_copy(&testkit::build::plugin_library("poe-openai"), &std::env::temp_dir())
-        .expect("plugin loads through the ABI")
+    Library::load_copy(
+        &testkit::build::plugin_library("poe-openai"),
+        &std::env::temp_dir(),
+    )
+    .expect("plugin loads through the ABI")
 }
 
 #[test]
