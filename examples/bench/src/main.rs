@@ -9,7 +9,8 @@
 //! 2. call latency: `get_bot_response` through shim + daemon + poe-openai
 //!    plugin against the local fake Poe; baseline: the same chat completion
 //!    request sent straight to the fake with reqwest. The difference is the
-//!    latency poe-code adds.
+//!    latency poe-code adds; `list_models` (answered by the daemon alone) and
+//!    a call to the in-memory echo plugin split it into its parts.
 //! 3. cold start: no daemon running, spawn a shim, time to the `initialize`
 //!    answer (the shim starts the daemon, which loads the plugin);
 //! 4. 50 concurrent sessions: throughput and latency through poe-code vs 50
@@ -70,11 +71,14 @@ async fn main() {
 
     // No request recording: a long run would otherwise keep every body.
     let fake = fake_poe::FakePoe::start_without_recording().await;
-    let env = TestEnv::new(&["poe-openai"])
+    let env = TestEnv::new(&["poe-openai", "echo-plugin"])
         .with_var("POE_BASE_URL", fake.base_url())
         .with_var("POE_API_KEY", fake_poe::FAKE_API_KEY)
         // Measure poe-code, not the shared limiter's pacing.
-        .with_var("POE_CODE_RATE_LIMITS", "poe-openai=100000000");
+        .with_var(
+            "POE_CODE_RATE_LIMITS",
+            "poe-openai=100000000,echo=100000000",
+        );
     println!(
         "poe-code benchmark ({} build)",
         if testkit::build::RELEASE {
@@ -145,6 +149,10 @@ async fn main() {
     });
     let mut direct = Vec::with_capacity(calls);
     let mut through = Vec::with_capacity(calls);
+    // Where the added time goes: a tool answered by the daemon alone, and a
+    // call to the in-memory echo plugin (job, limiter, ABI, no HTTP).
+    let mut protocol = Vec::with_capacity(calls);
+    let mut echo = Vec::with_capacity(calls);
     for i in 0..calls + warmup {
         // Interleave the two so drift on the machine hits both equally.
         let started = Instant::now();
@@ -168,9 +176,26 @@ async fn main() {
             .await;
         let t = started.elapsed();
         assert!(result_text(&answer).contains(message), "{answer}");
+
+        let started = Instant::now();
+        let models = session.call_tool("list_models", json!({})).await;
+        let p = started.elapsed();
+        assert!(result_text(&models).contains("poe-openai"), "{models}");
+
+        let started = Instant::now();
+        let answer = session
+            .call_tool(
+                "get_bot_response",
+                json!({"bot_name": "echo", "message": message}),
+            )
+            .await;
+        let e = started.elapsed();
+        assert!(result_text(&answer).contains(message), "{answer}");
         if i >= warmup {
             direct.push(d);
             through.push(t);
+            protocol.push(p);
+            echo.push(e);
         }
     }
     let direct = summarize(direct);
@@ -192,6 +217,17 @@ async fn main() {
         ms(through.p50.saturating_sub(direct.p50)),
         ms(through.p99.saturating_sub(direct.p99)),
         through.p50.as_secs_f64() / direct.p50.as_secs_f64()
+    );
+    let protocol = summarize(protocol);
+    let echo = summarize(echo);
+    println!(
+        "  where it goes (p50): shim+daemon+MCP round trip (list_models) {},",
+        ms(protocol.p50)
+    );
+    println!(
+        "    + job, limiter and ABI (echo plugin) {}, + HTTP inside the plugin {}",
+        ms(echo.p50.saturating_sub(protocol.p50)),
+        ms(through.p50.saturating_sub(echo.p50))
     );
     drop(session);
 
