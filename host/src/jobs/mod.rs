@@ -9,7 +9,7 @@
 //! recently finished jobs stay in memory, so reads right after a finish see
 //! it even before the writer has.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -293,7 +293,7 @@ pub struct Counts {
 pub struct Jobs {
     live: Mutex<HashMap<String, Arc<Job>>>,
     /// Recently finished jobs, newest first.
-    finished: Mutex<Vec<Snapshot>>,
+    finished: Mutex<VecDeque<Snapshot>>,
     store: Option<Arc<Store>>,
     writer: Option<Mutex<std::sync::mpsc::Sender<Write>>>,
     store_error: Option<String>,
@@ -333,7 +333,7 @@ impl Jobs {
         };
         // Recent history in memory: dedupe and lookups never touch SQLite on
         // a call's path.
-        let recent: Vec<Snapshot> = store
+        let recent: VecDeque<Snapshot> = store
             .as_ref()
             .and_then(|s| s.recent_jobs(RECENT_KEEP).ok())
             .unwrap_or_default()
@@ -480,7 +480,7 @@ impl Jobs {
             // Into the recent list before leaving the live map, so a lookup
             // in between still finds it.
             let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
-            finished.insert(0, job.snapshot());
+            finished.push_front(job.snapshot());
             finished.truncate(RECENT_KEEP);
         }
         self.live().remove(&job.id);
