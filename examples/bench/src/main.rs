@@ -167,29 +167,21 @@ async fn main() {
         let d = started.elapsed();
         assert!(text.contains("[DONE]"));
 
-        let started = Instant::now();
-        let answer = session
-            .call_tool(
-                "get_bot_response",
-                json!({"bot_name": "Claude-Sonnet-4.5", "message": message}),
-            )
-            .await;
-        let t = started.elapsed();
+        let (t, answer) = timed_call(
+            &mut session,
+            "get_bot_response",
+            json!({"bot_name": "Claude-Sonnet-4.5", "message": message}),
+        )
+        .await;
         assert!(result_text(&answer).contains(message), "{answer}");
-
-        let started = Instant::now();
-        let models = session.call_tool("list_models", json!({})).await;
-        let p = started.elapsed();
+        let (p, models) = timed_call(&mut session, "list_models", json!({})).await;
         assert!(result_text(&models).contains("poe-openai"), "{models}");
-
-        let started = Instant::now();
-        let answer = session
-            .call_tool(
-                "get_bot_response",
-                json!({"bot_name": "echo", "message": message}),
-            )
-            .await;
-        let e = started.elapsed();
+        let (e, answer) = timed_call(
+            &mut session,
+            "get_bot_response",
+            json!({"bot_name": "echo", "message": message}),
+        )
+        .await;
         assert!(result_text(&answer).contains(message), "{answer}");
         if i >= warmup {
             direct.push(d);
@@ -247,6 +239,17 @@ async fn main() {
 
     reload_latency(arg("reloads", 10)).await;
     abi_overhead(arg("abi-calls", 200_000));
+}
+
+/// One tool call and how long its answer took.
+async fn timed_call(
+    session: &mut testkit::McpClient,
+    tool: &str,
+    arguments: serde_json::Value,
+) -> (Duration, serde_json::Value) {
+    let started = Instant::now();
+    let answer = session.call_tool(tool, arguments).await;
+    (started.elapsed(), answer)
 }
 
 /// Time from a plugin file settling to the first answer from the new version.
