@@ -31,6 +31,11 @@ enum Command {
         #[command(subcommand)]
         command: Option<McpCommand>,
     },
+    /// Install provider plugins where the daemon finds them.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
     /// Ask a bot once and stream its answer to the terminal.
     Query {
         /// Poe bot or model (or any name a plugin serves, e.g. codex).
@@ -38,6 +43,24 @@ enum Command {
         /// The message; several words are joined with spaces.
         #[arg(required = true, num_args = 1..)]
         prompt: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginsCommand {
+    /// Build plugin crates (or take built libraries), check that each loads,
+    /// and copy it into the plugin dir; a running daemon hot-reloads it.
+    Install {
+        /// Plugin crate directories, or built plugin library files.
+        #[arg(required = true, value_name = "CRATE_DIR|LIBRARY")]
+        sources: Vec<std::path::PathBuf>,
+        /// Cargo profile to build crates with.
+        #[arg(long, default_value = "release")]
+        profile: String,
+        /// Install here instead of the first plugin dir
+        /// ($POE_CODE_PLUGIN_DIR's first entry, else ~/.poe-code/plugins).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -80,6 +103,14 @@ pub fn main() -> ExitCode {
         Command::Login { api_key_stdin } => login(&paths, api_key_stdin),
         Command::Logout => logout(&paths),
         Command::Query { bot, prompt } => return query(paths, bot, prompt.join(" ")),
+        Command::Plugins {
+            command:
+                PluginsCommand::Install {
+                    sources,
+                    profile,
+                    dir,
+                },
+        } => super::plugins::install(&paths, &sources, &profile, dir),
         Command::Mcp { command: None } => print_mcp_config(),
         Command::Mcp {
             command: Some(McpCommand::Run),

@@ -4,4 +4,5 @@ pub mod client;
 mod configure;
 pub mod daemon;
 mod logging;
+mod plugins;
 mod query;

@@ -1,0 +1,129 @@
+//! `poe-code plugins install` as a plugin author runs it: build a plugin
+//! crate, check it, copy it into the plugin dir of a running daemon, and the
+//! next call reaches it; anything the daemon would refuse is refused up
+//! front and leaves the plugin dir as it was.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use serde_json::json;
+use testkit::client::{error_code, result_text};
+use testkit::{TestEnv, build};
+
+fn plugin_dir_files(env: &TestEnv) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(env.plugin_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn installing_a_crate_dir_builds_it_and_the_running_daemon_serves_it() {
+    let env = TestEnv::new(&[]);
+    let mut shim = env.shim().await;
+    shim.initialize("author").await;
+    let before = shim
+        .call_tool(
+            "get_bot_response",
+            json!({"bot_name": "echo", "message": "hello there"}),
+        )
+        .await;
+    assert_eq!(
+        error_code(&before).as_deref(),
+        Some("MODEL_NOT_FOUND"),
+        "{before}"
+    );
+
+    let crate_dir = build::workspace_root().join("examples/echo-plugin");
+    // The test profile's artifacts are already built, so this stays quick.
+    let out = env.run(
+        "poe-code",
+        &[
+            "plugins",
+            "install",
+            crate_dir.to_str().unwrap(),
+            "--profile",
+            "dev",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("installed echo 0.1.0 (plugin-api "),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "install writes only to stderr");
+    let installed = env.plugin_dir().join("libecho_plugin.so");
+    let mode = std::fs::metadata(&installed).unwrap().permissions().mode();
+    assert_eq!(mode & 0o022, 0, "not writable by others: {mode:o}");
+    assert_eq!(plugin_dir_files(&env), ["libecho_plugin.so"]);
+
+    // Hot reload picks the new file up; the same session then reaches it.
+    env.wait_status(Duration::from_secs(10), |status| {
+        status["plugins"]
+            .as_array()
+            .is_some_and(|plugins| plugins.iter().any(|p| p["id"] == "echo"))
+    });
+    let answer = shim
+        .call_tool(
+            "get_bot_response",
+            json!({"bot_name": "echo", "message": "hello there"}),
+        )
+        .await;
+    assert_eq!(result_text(&answer), "hello there", "{answer}");
+}
+
+#[test]
+fn what_the_daemon_would_refuse_is_not_installed_and_nothing_else_is_either() {
+    let env = TestEnv::new(&["faulty-plugin"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let junk = scratch.path().join("libjunk.so");
+    std::fs::write(&junk, b"not a library").unwrap();
+    let future = build::plugin_library("future-api-plugin");
+    // Not the echo plugin: the other test rebuilds that file meanwhile.
+    let good = build::plugin_library("older-api-plugin");
+
+    let run = |sources: &[&std::path::Path]| {
+        let mut args = vec!["plugins", "install"];
+        args.extend(sources.iter().map(|p| p.to_str().unwrap()));
+        let out = env.run("poe-code", &args);
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    let stderr = run(&[&junk]);
+    assert!(stderr.contains("libjunk.so was not installed"), "{stderr}");
+
+    let stderr = run(&[&future]);
+    assert!(
+        stderr.contains("plugin-api 9.0.0, incompatible"),
+        "{stderr}"
+    );
+
+    // One bad source in a batch: the good one before it is not installed.
+    let stderr = run(&[&good, &junk]);
+    assert!(stderr.contains("libjunk.so was not installed"), "{stderr}");
+
+    let stderr = run(&[&scratch.path().join("missing")]);
+    assert!(
+        stderr.contains("no such crate dir or library file"),
+        "{stderr}"
+    );
+
+    assert_eq!(plugin_dir_files(&env), ["libfaulty_plugin.so"]);
+}
+
+#[test]
+fn a_plugin_dir_writable_by_others_is_refused() {
+    let env = TestEnv::new(&[]);
+    let dir = env.plugin_dir();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let good = build::plugin_library("older-api-plugin");
+    let out = env.run("poe-code", &["plugins", "install", good.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("writable by other users"), "{stderr}");
+    assert!(plugin_dir_files(&env).is_empty());
+}
