@@ -27,6 +27,7 @@ mod events;
 mod process;
 mod run;
 
+use poe_plugin_api::cancel::PluginRuntime;
 use poe_plugin_api::{
     Capability, Config, Manifest, PluginError, Provider, RateLimit, Request, Response, Sink,
     export_provider,
@@ -37,8 +38,7 @@ use command::Settings;
 /// The provider that runs the Codex CLI.
 pub struct CodexCli {
     settings: Settings,
-    /// `Option` only so `Drop` can shut it down without blocking.
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: PluginRuntime,
 }
 
 impl Provider for CodexCli {
@@ -68,10 +68,9 @@ impl Provider for CodexCli {
     }
 
     fn open(config: Config) -> Result<Self, PluginError> {
-        let runtime = poe_plugin_api::cancel::runtime("codex-cli")?;
         Ok(CodexCli {
             settings: Settings::from_config(&config),
-            runtime: Some(runtime),
+            runtime: PluginRuntime::new("codex-cli")?,
         })
     }
 
@@ -79,21 +78,10 @@ impl Provider for CodexCli {
         if sink.is_cancelled() {
             return Err(PluginError::cancelled());
         }
-        let runtime = self
-            .runtime
-            .as_ref()
-            .ok_or_else(|| PluginError::internal("provider runtime already shut down"))?;
-        runtime.block_on(run::run(&self.settings, &request, sink))
-    }
-}
-
-impl Drop for CodexCli {
-    fn drop(&mut self) {
-        // A plain drop blocks until workers stop and panics inside an async
-        // context; the host may drop a provider from anywhere.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        // The run watches the cancel flag and deadline itself, so it can
+        // kill codex's process group before returning.
+        self.runtime
+            .block_on(run::run(&self.settings, &request, sink))
     }
 }
 

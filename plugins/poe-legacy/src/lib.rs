@@ -24,6 +24,7 @@ mod upload;
 
 use std::time::Duration;
 
+use poe_plugin_api::cancel::PluginRuntime;
 use poe_plugin_api::{
     Capability, Config, ErrorKind, Manifest, PluginError, Provider, RateLimit, Request, Response,
     Sink, export_provider,
@@ -50,8 +51,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The provider for Poe's legacy bot protocol.
 pub struct PoeLegacy {
     http: reqwest::Client,
-    /// `Option` only so `Drop` can shut it down without blocking.
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: PluginRuntime,
     base_url: Url,
     upload_url: Url,
     /// Key from the configuration; a request's own `api_key` wins.
@@ -161,10 +161,9 @@ impl Provider for PoeLegacy {
             .user_agent(concat!("poe-code-poe-legacy/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| PluginError::internal(format!("cannot build HTTP client: {e}")))?;
-        let runtime = poe_plugin_api::cancel::runtime("poe-legacy")?;
         Ok(PoeLegacy {
             http,
-            runtime: Some(runtime),
+            runtime: PluginRuntime::new("poe-legacy")?,
             base_url,
             upload_url,
             api_key,
@@ -187,13 +186,6 @@ impl Provider for PoeLegacy {
                 "no bot name: call a legacy bot as legacy:<Bot>",
             ));
         }
-        if sink.is_cancelled() {
-            return Err(PluginError::cancelled());
-        }
-        let runtime = self
-            .runtime
-            .as_ref()
-            .ok_or_else(|| PluginError::internal("provider runtime already shut down"))?;
         let call = Call {
             http: &self.http,
             base_url: &self.base_url,
@@ -202,24 +194,11 @@ impl Provider for PoeLegacy {
             request: &request,
             sink,
         };
-        let result = runtime.block_on(poe_plugin_api::cancel::race(
-            sink,
-            request.timeout_ms,
-            "the bot",
-            stream::run(&call),
-        ));
+        let result = self
+            .runtime
+            .run(sink, request.timeout_ms, "the bot", stream::run(&call));
         // Whatever the upstream echoed, the key never leaves the plugin.
         result.map_err(|e| e.redact(&api_key))
-    }
-}
-
-impl Drop for PoeLegacy {
-    fn drop(&mut self) {
-        // A plain drop blocks until workers stop and panics inside an async
-        // context; the host may drop a provider from anywhere.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
     }
 }
 

@@ -26,6 +26,7 @@ mod wire;
 
 use std::time::Duration;
 
+use poe_plugin_api::cancel::PluginRuntime;
 use poe_plugin_api::{
     Capability, Config, ErrorKind, Manifest, OutputKind, PluginError, Provider, RateLimit, Request,
     Response, Sink, export_provider,
@@ -47,8 +48,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The provider for Poe's OpenAI-compatible API.
 pub struct PoeOpenAi {
     http: reqwest::Client,
-    /// `Option` only so `Drop` can shut it down without blocking.
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: PluginRuntime,
     /// Base URL without a trailing slash, e.g. `https://api.poe.com/v1`.
     base_url: String,
     /// Key from the configuration; a request's own `api_key` wins.
@@ -147,10 +147,9 @@ impl Provider for PoeOpenAi {
             .user_agent(concat!("poe-code-poe-openai/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| PluginError::internal(format!("cannot build HTTP client: {e}")))?;
-        let runtime = poe_plugin_api::cancel::runtime("poe-openai")?;
         Ok(PoeOpenAi {
             http,
-            runtime: Some(runtime),
+            runtime: PluginRuntime::new("poe-openai")?,
             base_url,
             api_key,
             video_poll,
@@ -167,13 +166,6 @@ impl Provider for PoeOpenAi {
                 )
             })?
             .to_string();
-        if sink.is_cancelled() {
-            return Err(PluginError::cancelled());
-        }
-        let runtime = self
-            .runtime
-            .as_ref()
-            .ok_or_else(|| PluginError::internal("provider runtime already shut down"))?;
         let call = Call {
             http: &self.http,
             base_url: &self.base_url,
@@ -182,25 +174,12 @@ impl Provider for PoeOpenAi {
             sink,
             video_poll: self.video_poll,
         };
-        let result = runtime.block_on(poe_plugin_api::cancel::race(
-            sink,
-            request.timeout_ms,
-            "Poe",
-            self.dispatch(&call),
-        ));
+        let result = self
+            .runtime
+            .run(sink, request.timeout_ms, "Poe", self.dispatch(&call));
         // Last line of defence: whatever the upstream echoed, the key never
         // leaves the plugin in an error message.
         result.map_err(|e| e.redact(&api_key))
-    }
-}
-
-impl Drop for PoeOpenAi {
-    fn drop(&mut self) {
-        // A plain drop blocks until workers stop and panics inside an async
-        // context; the host may drop a provider from anywhere.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
     }
 }
 
