@@ -91,3 +91,10 @@ pub fn plugin_library(crate_name: &str) -> PathBuf {
     );
     ensure_built().join(file)
 }
+
+/// Loads a built plugin through the ABI from a private copy, as the host
+/// does (a path loaded once keeps its first mapping).
+pub fn load_plugin(crate_name: &str) -> poe_plugin_api::host::Library {
+    poe_plugin_api::host::Library::load_copy(&plugin_library(crate_name), &std::env::temp_dir())
+        .unwrap_or_else(|e| panic!("{crate_name} loads through the ABI: {e}"))
+}

@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod client;
+pub mod codex;
 pub mod env;
 
 pub use client::McpClient;

@@ -17,23 +17,6 @@ use testkit::{McpClient, TestEnv};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-/// The codex to test: CODEX_BIN if set, else `codex` found on PATH.
-fn find_codex() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os("CODEX_BIN").filter(|b| !b.is_empty()) {
-        let bin = PathBuf::from(bin);
-        return if bin.is_file() {
-            Ok(bin)
-        } else {
-            Err(format!("CODEX_BIN={} does not exist", bin.display()))
-        };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("codex"))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| "no `codex` on PATH and CODEX_BIN is not set".to_string())
-}
-
 /// The text of the last `input_text` part of a Responses API request.
 fn last_user_text(body: &Value) -> String {
     body["input"]
@@ -117,7 +100,7 @@ fn codex_home(dir: &Path, base_url: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn real_codex_answers_offline_through_the_daemon() {
-    let codex = match find_codex() {
+    let codex = match testkit::codex::find_codex() {
         Ok(codex) => codex,
         Err(reason) => {
             println!("skipped: the real Codex CLI is not installed ({reason})");

@@ -314,12 +314,7 @@ impl poe_plugin_api::host::EventSink for NullSink {
 /// One call through the ABI vs the same provider called directly.
 fn abi_overhead(calls: usize) {
     use poe_plugin_api::{Message, Provider, Request};
-    let dir = tempfile::tempdir().expect("temp dir");
-    let library = poe_plugin_api::host::Library::load_copy(
-        &testkit::build::plugin_library("echo-plugin"),
-        dir.path(),
-    )
-    .expect("load echo");
+    let library = testkit::build::load_plugin("echo-plugin");
     let provider = library.open(&Default::default()).expect("open echo");
     let request = Request {
         model: "echo".into(),

@@ -8,21 +8,11 @@
 mod common;
 
 use common::*;
-use poe_plugin_api::host::Library;
 use poe_plugin_api::{Config, ErrorKind, Event, PLUGIN_API_VERSION};
-
-/// Loads a private copy, as the host does (a path loaded once stays mapped).
-fn load() -> Library {
-    Library::load_copy(
-        &testkit::build::plugin_library("codex-cli"),
-        &std::env::temp_dir(),
-    )
-    .expect("plugin loads through the ABI")
-}
 
 #[test]
 fn loads_and_runs_codex_across_the_abi() {
-    let library = load();
+    let library = testkit::build::load_plugin("codex-cli");
     let manifest = library.manifest();
     assert_eq!(manifest.id, "codex-cli");
     assert_eq!(

@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -19,22 +18,6 @@ use poe_plugin_api::{Config, ErrorKind, Provider, Sink};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
-
-fn find_codex() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os("CODEX_BIN").filter(|b| !b.is_empty()) {
-        let bin = PathBuf::from(bin);
-        return if bin.is_file() {
-            Ok(bin)
-        } else {
-            Err(format!("CODEX_BIN={} does not exist", bin.display()))
-        };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("codex"))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| "no `codex` on PATH and CODEX_BIN is not set".to_string())
-}
 
 /// The user's own texts in a Responses request (not codex's injected
 /// `<environment_context>` and instructions, which start with `<` or `#`).
@@ -94,7 +77,7 @@ fn processes_with_env(needle: &str) -> Vec<i64> {
 
 #[test]
 fn real_codex_runs_resumes_and_is_killed_on_cancel() {
-    let codex = match find_codex() {
+    let codex = match testkit::codex::find_codex() {
         Ok(codex) => codex,
         Err(reason) => {
             println!("skipped: the real Codex CLI is not installed ({reason})");

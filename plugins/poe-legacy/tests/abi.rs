@@ -8,23 +8,13 @@
 mod common;
 
 use common::*;
-use poe_plugin_api::host::Library;
 use poe_plugin_api::{Config, ErrorKind, PLUGIN_API_VERSION};
 use wiremock::Mock;
 use wiremock::matchers::{method, path};
 
-/// Loads a private copy, as the host does (a path loaded once stays mapped).
-fn load() -> Library {
-    Library::load_copy(
-        &testkit::build::plugin_library("poe-legacy"),
-        &std::env::temp_dir(),
-    )
-    .expect("plugin loads through the ABI")
-}
-
 #[test]
 fn loads_and_answers_across_the_abi() {
-    let library = load();
+    let library = testkit::build::load_plugin("poe-legacy");
     let manifest = library.manifest();
     assert_eq!(manifest.id, "poe-legacy");
     assert_eq!(manifest.models[0], "legacy:*");

@@ -8,21 +8,11 @@ mod common;
 
 use common::{Recorder, fake};
 use fake_poe::FAKE_API_KEY;
-use poe_plugin_api::host::Library;
 use poe_plugin_api::{Config, ErrorKind, Event, Message, PLUGIN_API_VERSION, Request};
-
-/// Loads a private copy, as the host does (a path loaded once stays mapped).
-fn load() -> Library {
-    Library::load_copy(
-        &testkit::build::plugin_library("poe-openai"),
-        &std::env::temp_dir(),
-    )
-    .expect("plugin loads through the ABI")
-}
 
 #[test]
 fn loads_and_answers_across_the_abi() {
-    let library = load();
+    let library = testkit::build::load_plugin("poe-openai");
     let manifest = library.manifest();
     assert_eq!(manifest.id, "poe-openai");
     assert_eq!(manifest.models, vec!["*".to_string()]);
