@@ -265,18 +265,7 @@ pub(crate) use poe_plugin_api::text::truncate;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::{HeaderName, HeaderValue};
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.insert(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        map
-    }
+    use crate::test_support::headers;
 
     fn poe_body(message: &str, kind: &str, code: &str) -> ErrorDetail {
         ErrorDetail::parse(

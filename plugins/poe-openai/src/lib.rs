@@ -21,6 +21,8 @@ mod errors;
 mod media;
 mod ratelimit;
 mod sse;
+#[cfg(test)]
+mod test_support;
 mod video;
 mod wire;
 
