@@ -137,15 +137,9 @@ pub fn main() -> ExitCode {
 }
 
 fn query(paths: Paths, bot: String, prompt: String) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime("poe-code") {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("poe-code: cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(super::query::run(paths, bot, prompt)) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
@@ -157,16 +151,9 @@ fn query(paths: Paths, bot: String, prompt: String) -> ExitCode {
 }
 
 fn run_shim(paths: Paths) -> ExitCode {
-    // One thread is plenty for a relay and starts fastest.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime("poe-code") {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("poe-code: cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let code = runtime.block_on(crate::shim::run(paths));
     ExitCode::from(u8::try_from(code).unwrap_or(1))

@@ -75,15 +75,9 @@ pub fn main() -> ExitCode {
 }
 
 fn with_runtime(fut: impl Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    match super::runtime("poe-coded") {
         Ok(runtime) => runtime.block_on(fut),
-        Err(e) => {
-            eprintln!("poe-coded: cannot start: {e}");
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }
 
@@ -104,15 +98,9 @@ fn run(paths: Paths, background: bool, idle_timeout: Option<f64>) -> ExitCode {
     // tens of microseconds, and keeping it on one thread saves the hand-offs
     // between workers that dominated call latency (see the benchmark). Plugin
     // calls, the store and plugin loading run on threads of their own.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime("poe-coded") {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("poe-coded: cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let outcome = runtime.block_on(server::run(paths, server::Options { idle_timeout }));
     // A plugin call that ignores cancellation must not keep the process alive.
