@@ -59,6 +59,13 @@ pub trait SinkAbi: Send + Sync {
     /// Whether the host wants this call to stop.
     #[sabi(last_prefix_field)]
     fn is_cancelled(&self) -> bool;
+    /// Asks the host's shared rate limiter for one more upstream request
+    /// within this call (say, polling a video job): 0 when granted now, else
+    /// milliseconds to wait before asking again. Added in 0.1.2; a host
+    /// built before has no such entry, and the default grants at once.
+    fn permit(&self) -> u64 {
+        0
+    }
 }
 
 /// Owned sink trait object.

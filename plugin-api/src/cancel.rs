@@ -74,6 +74,21 @@ pub async fn race<T>(
     }
 }
 
+/// Waits for the host's rate limiter to grant one more upstream request of
+/// this call (see [`Sink::permit`]), or until the host cancels.
+pub async fn permit(sink: &Sink) -> Result<(), PluginError> {
+    loop {
+        let Some(wait) = sink.permit() else {
+            return Ok(());
+        };
+        if sink.is_cancelled() {
+            return Err(PluginError::cancelled());
+        }
+        // Short naps keep a cancel noticed within CANCEL_POLL-ish time.
+        tokio::time::sleep(wait.min(Duration::from_millis(250))).await;
+    }
+}
+
 /// The tokio runtime a provider owns, from [`runtime`]: runs each call with
 /// [`PluginRuntime::run`], and shuts down in the background when dropped (a
 /// plain drop of a runtime blocks until its tasks stop, and panics inside an

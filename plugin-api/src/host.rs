@@ -161,6 +161,12 @@ pub trait EventSink: Send + Sync + 'static {
     fn emit(&self, event: Event);
     /// Whether the plugin should stop.
     fn is_cancelled(&self) -> bool;
+    /// One more upstream request from the running call: `None` when it may
+    /// go now, else how long to wait before asking again (see
+    /// [`crate::Sink::permit`]). Grants everything unless overridden.
+    fn permit(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// An [`EventSink`] that keeps every event, with a cancel switch: for testing
@@ -169,6 +175,10 @@ pub trait EventSink: Send + Sync + 'static {
 pub struct RecordingSink {
     events: Arc<std::sync::Mutex<Vec<Event>>>,
     cancelled: Arc<std::sync::atomic::AtomicBool>,
+    /// Permits asked for so far.
+    permits_asked: Arc<AtomicU64>,
+    /// Permits still to refuse (each with a 10 ms wait) before granting.
+    permits_refused: Arc<AtomicU64>,
 }
 
 impl RecordingSink {
@@ -196,6 +206,17 @@ impl RecordingSink {
             .collect()
     }
 
+    /// Refuses the next `n` permit requests (asking to wait 10 ms each),
+    /// as a busy shared limiter would.
+    pub fn refuse_permits(&self, n: u64) {
+        self.permits_refused.store(n, Ordering::SeqCst);
+    }
+
+    /// How many times the plugin asked for a permit.
+    pub fn permits_asked(&self) -> u64 {
+        self.permits_asked.load(Ordering::SeqCst)
+    }
+
     /// The progress messages.
     pub fn progress(&self) -> Vec<String> {
         self.events()
@@ -219,6 +240,16 @@ impl EventSink for RecordingSink {
     fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
     }
+
+    fn permit(&self) -> Option<std::time::Duration> {
+        self.permits_asked.fetch_add(1, Ordering::SeqCst);
+        let refused = self
+            .permits_refused
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        refused
+            .is_ok()
+            .then(|| std::time::Duration::from_millis(10))
+    }
 }
 
 /// Adapts a host [`EventSink`] to the ABI sink trait; shared with
@@ -235,6 +266,13 @@ impl<S: EventSink> SinkAbi for SinkBridge<S> {
 
     fn is_cancelled(&self) -> bool {
         self.0.is_cancelled()
+    }
+
+    fn permit(&self) -> u64 {
+        // 0 means granted, so a wait rounds up to at least 1 ms.
+        self.0
+            .permit()
+            .map_or(0, |wait| (wait.as_millis() as u64).max(1))
     }
 }
 

@@ -76,6 +76,18 @@ impl Sink {
     pub fn is_cancelled(&self) -> bool {
         self.inner.is_cancelled()
     }
+
+    /// Asks the host's shared rate limiter for one more upstream request of
+    /// this call (the call's first request was granted before `invoke`):
+    /// `None` when it may go now, else how long to wait before asking
+    /// again. Hosts before plugin-api 0.1.2 always grant. With the `tokio`
+    /// feature, [`crate::cancel::permit`] does the waiting.
+    pub fn permit(&self) -> Option<std::time::Duration> {
+        match self.inner.permit() {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        }
+    }
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {

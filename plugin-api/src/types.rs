@@ -378,6 +378,13 @@ impl PluginError {
         self
     }
 
+    /// Tells the host a retry is safe even where it would not assume so
+    /// (the request never reached the upstream, e.g. connection refused).
+    pub fn retryable(mut self) -> Self {
+        self.retryable = Some(true);
+        self
+    }
+
     /// Attach a retry hint.
     pub fn with_retry_after_ms(mut self, ms: u64) -> Self {
         self.retry_after_ms = Some(ms);

@@ -61,7 +61,12 @@ async fn text_answer_streams_progress_and_reports_usage() {
                 .to_string()
         })
         .collect();
-    assert_eq!(streamed, "Echo from Claude-Sonnet-4.5: hello from the test");
+    // Progress is coalesced and stops once the result is in, which carries
+    // the whole text: what streamed is the answer's beginning.
+    assert!(
+        "Echo from Claude-Sonnet-4.5: hello from the test".starts_with(&streamed),
+        "{streamed:?}"
+    );
     let usage = &answer["result"]["_meta"]["poe-code/usage"];
     assert!(usage["total_tokens"].as_u64().unwrap() > 0, "{answer}");
     let sent = fake.chat_requests().await;

@@ -6,6 +6,8 @@
 //!   as soon as the host cancels (used to test cancellation);
 //! - model `faulty-sleep-<ms>`: answers `slept <ms> ms` after that long
 //!   (cancellable), and counts its invocations in `$FAULTY_COUNT_FILE`;
+//! - model `faulty-stream-<ms>`: streams `tick N` every 50 ms for that long,
+//!   then answers with all it streamed (progress coalescing tests);
 //! - `FAULTY_PANIC_IN=manifest|open` in the daemon's environment: panics there.
 
 use std::time::{Duration, Instant};
@@ -64,6 +66,30 @@ impl Provider for Faulty {
                 }
                 Ok(Response {
                     text: format!("{ticks} ticks"),
+                    ..Response::default()
+                })
+            }
+            other if other.starts_with("faulty-stream-") => {
+                // Streams `tick N` every 50 ms for the given milliseconds,
+                // then answers with everything it streamed.
+                let ms: u64 = other["faulty-stream-".len()..].parse().unwrap_or(1000);
+                let until = Instant::now() + Duration::from_millis(ms);
+                let mut text = String::new();
+                let mut ticks = 0u32;
+                while Instant::now() < until {
+                    if sink.is_cancelled() {
+                        return Err(PluginError::cancelled());
+                    }
+                    ticks += 1;
+                    let piece = format!("tick {ticks}\n");
+                    sink.emit(&Event::TextDelta {
+                        text: piece.clone(),
+                    });
+                    text.push_str(&piece);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok(Response {
+                    text,
                     ..Response::default()
                 })
             }

@@ -46,7 +46,8 @@ pub async fn run(paths: Paths, bot: String, prompt: String) -> anyhow::Result<i3
     });
     write_json(&mut conn.writer, &call).await?;
     let mut stdout = std::io::stdout().lock();
-    let mut streamed = false;
+    // What was printed from progress; the result carries the whole text.
+    let mut streamed = String::new();
     loop {
         let line = match read_frame(&mut conn.reader, 1 << 30).await? {
             Frame::Line(line) => line,
@@ -59,7 +60,7 @@ pub async fn run(paths: Paths, bot: String, prompt: String) -> anyhow::Result<i3
             if !text.starts_with(STATUS_PREFIX) {
                 write!(stdout, "{text}")?;
                 stdout.flush()?;
-                streamed = true;
+                streamed.push_str(text);
             }
             continue;
         }
@@ -84,8 +85,13 @@ pub async fn run(paths: Paths, bot: String, prompt: String) -> anyhow::Result<i3
             eprintln!("poe-code: {}", text.join("\n"));
             return Ok(1);
         }
-        if !streamed {
-            write!(stdout, "{}", text.join("\n"))?;
+        // Progress stops before the result, so the answer's tail may not
+        // have streamed yet.
+        let text = text.join("\n");
+        match text.strip_prefix(streamed.as_str()) {
+            Some(rest) => write!(stdout, "{rest}")?,
+            None if streamed.is_empty() => write!(stdout, "{text}")?,
+            None => {}
         }
         writeln!(stdout)?;
         return Ok(0);

@@ -3,6 +3,10 @@
 //! ```toml
 //! [limits]            # requests per minute per API key, by plugin id
 //! poe-openai = 300
+//!
+//! [deadlines]         # seconds a call may run, by output kind
+//! text = 600
+//! video = 1800
 //! ```
 //!
 //! Environment variables override the file; the file overrides plugin
@@ -22,6 +26,9 @@ pub struct ConfigFile {
     /// Rate limit overrides: plugin id -> requests per minute.
     #[serde(default)]
     pub limits: HashMap<String, u32>,
+    /// Deadlines by output kind (`text`, `image`, `video`, `audio`), in seconds.
+    #[serde(default)]
+    pub deadlines: HashMap<String, u64>,
 }
 
 impl ConfigFile {
@@ -46,6 +53,18 @@ impl ConfigFile {
                 path.display()
             ));
         }
+        if let Some((kind, _)) = file.deadlines.iter().find(|(kind, secs)| {
+            **secs == 0
+                || super::Deadlines::KINDS
+                    .binary_search(&kind.as_str())
+                    .is_err()
+        }) {
+            return Err(format!(
+                "{}: deadlines.{kind} must be one of {} and at least 1 second",
+                path.display(),
+                super::Deadlines::KINDS.join(", ")
+            ));
+        }
         Ok(file)
     }
 }
@@ -66,5 +85,10 @@ mod tests {
         assert!(err.contains("config.toml"), "{err}");
         std::fs::write(&path, "[limtis]\n").unwrap();
         assert!(ConfigFile::load(&path).is_err());
+        std::fs::write(&path, "[deadlines]\nvideo = 3600\n").unwrap();
+        assert_eq!(ConfigFile::load(&path).unwrap().deadlines["video"], 3600);
+        std::fs::write(&path, "[deadlines]\nvidoe = 3600\n").unwrap();
+        let err = ConfigFile::load(&path).unwrap_err();
+        assert!(err.contains("deadlines.vidoe"), "{err}");
     }
 }

@@ -16,6 +16,77 @@ pub const IDLE_TIMEOUT_ENV: &str = "POE_CODED_IDLE_TIMEOUT";
 /// Default idle timeout of a daemon started in the background.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Environment override of the deadlines: `kind=seconds[,kind=seconds]`.
+pub const DEADLINES_ENV: &str = "POE_CODE_DEADLINES";
+
+/// How long a call may run, by what it produces, before the daemon stops
+/// it: a stalled stream or a video stuck `in_progress` must not run (and
+/// hold identical calls) forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    pub text: Duration,
+    pub image: Duration,
+    pub video: Duration,
+    pub audio: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        Self {
+            text: minutes(10),
+            image: minutes(10),
+            video: minutes(30),
+            audio: minutes(10),
+        }
+    }
+}
+
+impl Deadlines {
+    /// The kinds, as config.toml and the environment spell them (sorted).
+    pub const KINDS: [&'static str; 4] = ["audio", "image", "text", "video"];
+
+    /// Defaults, then `[deadlines]` of config.toml, then `POE_CODE_DEADLINES`.
+    pub fn load(file: &std::collections::HashMap<String, u64>) -> Self {
+        let mut deadlines = Self::default();
+        for (kind, secs) in file {
+            deadlines.set(kind, Duration::from_secs(*secs));
+        }
+        if let Ok(spec) = std::env::var(DEADLINES_ENV) {
+            for (kind, secs) in spec.split(',').filter_map(|part| part.split_once('=')) {
+                match secs.trim().parse::<f64>() {
+                    Ok(secs) if secs.is_finite() && secs > 0.0 => {
+                        deadlines.set(kind.trim(), Duration::from_secs_f64(secs))
+                    }
+                    _ => tracing::warn!(kind, secs, "{DEADLINES_ENV}: ignored a bad deadline"),
+                }
+            }
+        }
+        deadlines
+    }
+
+    fn set(&mut self, kind: &str, value: Duration) {
+        match kind {
+            "text" => self.text = value,
+            "image" => self.image = value,
+            "video" => self.video = value,
+            "audio" => self.audio = value,
+            other => tracing::warn!(kind = other, "unknown deadline kind ignored"),
+        }
+    }
+
+    /// The deadline of a call producing `output`.
+    pub fn of(&self, output: poe_plugin_api::OutputKind) -> Duration {
+        use poe_plugin_api::OutputKind;
+        match output {
+            OutputKind::Text => self.text,
+            OutputKind::Image => self.image,
+            OutputKind::Video => self.video,
+            OutputKind::Audio => self.audio,
+        }
+    }
+}
+
 /// Tunables of the daemon, read from the environment at start.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -27,6 +98,8 @@ pub struct Settings {
     pub rate_limit_wait: Duration,
     /// How often a long call with a progress token reports that it is alive.
     pub progress_heartbeat: Duration,
+    /// How long calls may run, by output kind.
+    pub deadlines: Deadlines,
 }
 
 impl Settings {
@@ -55,6 +128,15 @@ impl Settings {
                 "POE_CODE_PROGRESS_HEARTBEAT",
                 crate::mcp::defaults::PROGRESS_HEARTBEAT.as_secs_f64(),
             ),
+            deadlines: Deadlines::default(),
+        }
+    }
+
+    /// [`Settings::from_env`], plus what config.toml sets (environment wins).
+    pub fn load(file: &file::ConfigFile) -> Self {
+        Self {
+            deadlines: Deadlines::load(&file.deadlines),
+            ..Self::from_env()
         }
     }
 }

@@ -95,7 +95,7 @@ pub async fn run(paths: Paths, options: Options) -> Result<(), StartError> {
     };
     let daemon = Arc::new(DaemonState::new(
         paths.clone(),
-        Settings::from_env(),
+        Settings::load(&config_file),
         registry,
         jobs,
         Limits::new(config_file.limits),

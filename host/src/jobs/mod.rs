@@ -9,16 +9,17 @@
 //! recently finished jobs stay in memory, so reads right after a finish see
 //! it even before the writer has.
 
+mod job;
+
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rmcp::model::CallToolResult;
-use tokio::sync::{broadcast, watch};
-use tokio_util::sync::CancellationToken;
 
 use crate::store::{JobRow, Store, now_ms};
+pub use job::{Job, JobEvent, Snapshot, Status, Waiter};
 
 /// How long finished jobs are kept.
 pub const RETENTION: Duration = Duration::from_secs(3 * 24 * 3600);
@@ -74,208 +75,10 @@ fn writer_loop(store: Arc<Store>, rx: std::sync::mpsc::Receiver<Write>) {
     }
 }
 
-/// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Processing,
-    Completed,
-    Failed,
-    Cancelled,
-    /// Finished, but some parts (e.g. consensus members) failed.
-    CompletedWithErrors,
-}
-
-impl Status {
-    /// The wire spelling (as in the Converse API's check_status).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Processing => "processing",
-            Status::Completed => "completed",
-            Status::Failed => "failed",
-            Status::Cancelled => "cancelled",
-            Status::CompletedWithErrors => "completed_with_errors",
-        }
-    }
-
-    /// Whether the job has ended.
-    pub fn is_finished(self) -> bool {
-        self != Status::Processing
-    }
-
-    fn parse(s: &str) -> Self {
-        match s {
-            "processing" => Status::Processing,
-            "completed" => Status::Completed,
-            "cancelled" => Status::Cancelled,
-            "completed_with_errors" => Status::CompletedWithErrors,
-            _ => Status::Failed,
-        }
-    }
-}
-
-/// Something a running job reports to whoever is listening.
-#[derive(Debug, Clone)]
-pub enum JobEvent {
-    /// More answer text.
-    Text(String),
-    /// A status line ("queued", "waiting for rate limit").
-    Progress(String),
-}
-
-/// A job's state at one moment.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub id: String,
-    pub request_hash: String,
-    pub tool: String,
-    pub model: String,
-    pub status: Status,
-    pub output: String,
-    pub events: u64,
-    pub result: Option<CallToolResult>,
-    pub error: Option<String>,
-    pub created_ms: u64,
-    pub finished_ms: Option<u64>,
-    pub delivered: bool,
-}
-
-impl Snapshot {
-    /// Seconds from creation to finish (or to now).
-    pub fn elapsed_secs(&self) -> f64 {
-        let end = self.finished_ms.unwrap_or_else(now_ms);
-        end.saturating_sub(self.created_ms) as f64 / 1000.0
-    }
-
-    fn from_row(row: JobRow) -> Self {
-        Self {
-            id: row.id,
-            request_hash: row.request_hash,
-            tool: row.tool,
-            model: row.model,
-            status: Status::parse(&row.status),
-            output: row.output,
-            events: row.events,
-            result: row.result.and_then(|r| serde_json::from_str(&r).ok()),
-            error: row.error,
-            created_ms: row.created_ms,
-            finished_ms: row.finished_ms,
-            delivered: row.delivered,
-        }
-    }
-}
-
-struct State {
-    status: Status,
-    output: String,
-    events: u64,
-    result: Option<CallToolResult>,
-    error: Option<String>,
-    finished_ms: Option<u64>,
-    delivered: bool,
-}
-
-/// A job in memory.
-pub struct Job {
-    pub id: String,
-    pub tool: String,
-    pub model: String,
-    pub request_hash: String,
-    pub arguments: String,
-    pub session_id: u64,
-    pub created_ms: u64,
-    pub started: Instant,
-    /// Cancelling stops the plugin call; streamed output is kept.
-    pub cancel: CancellationToken,
-    state: Mutex<State>,
-    events: broadcast::Sender<JobEvent>,
-    done: watch::Sender<bool>,
-}
-
-impl Job {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Records streamed text.
-    pub fn push_text(&self, text: &str) {
-        {
-            let mut state = self.state();
-            state.output.push_str(text);
-            state.events += 1;
-        }
-        let _ = self.events.send(JobEvent::Text(text.to_string()));
-    }
-
-    /// Records a progress line.
-    pub fn push_progress(&self, message: String) {
-        self.state().events += 1;
-        let _ = self.events.send(JobEvent::Progress(message));
-    }
-
-    /// Listens to this job's events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
-        self.events.subscribe()
-    }
-
-    /// Resolves when the job has finished.
-    pub async fn finished(&self) {
-        let mut done = self.done.subscribe();
-        let _ = done.wait_for(|d| *d).await;
-    }
-
-    /// Whether the job has finished.
-    pub fn is_finished(&self) -> bool {
-        *self.done.borrow()
-    }
-
-    /// The current state.
-    pub fn snapshot(&self) -> Snapshot {
-        let state = self.state();
-        Snapshot {
-            id: self.id.clone(),
-            request_hash: self.request_hash.clone(),
-            tool: self.tool.clone(),
-            model: self.model.clone(),
-            status: state.status,
-            output: state.output.clone(),
-            events: state.events,
-            result: state.result.clone(),
-            error: state.error.clone(),
-            created_ms: self.created_ms,
-            finished_ms: state.finished_ms,
-            delivered: state.delivered,
-        }
-    }
-
-    fn row(&self) -> JobRow {
-        let state = self.state();
-        JobRow {
-            id: self.id.clone(),
-            tool: self.tool.clone(),
-            model: self.model.clone(),
-            status: state.status.as_str().to_string(),
-            request_hash: self.request_hash.clone(),
-            arguments: self.arguments.clone(),
-            output: state.output.clone(),
-            result: state
-                .result
-                .as_ref()
-                .and_then(|r| serde_json::to_string(r).ok()),
-            error: state.error.clone(),
-            events: state.events,
-            delivered: state.delivered,
-            session_id: Some(self.session_id),
-            created_ms: self.created_ms,
-            updated_ms: now_ms(),
-            finished_ms: state.finished_ms,
-        }
-    }
-}
-
 /// What a new call should do about an identical earlier one.
 pub enum Existing {
     /// The same call is running: wait for it instead of paying twice.
-    Running(Arc<Job>),
+    Running(Waiter),
     /// The same call finished but its answer never reached a client.
     Undelivered(Box<Snapshot>),
 }
@@ -393,14 +196,17 @@ impl Jobs {
         }
     }
 
-    /// An identical call that is running or whose answer was never delivered.
+    /// An identical call that is running (attached to as a new waiter) or
+    /// whose answer was never delivered. A job already being cancelled is
+    /// not joined: its answer will be CANCELLED.
     pub fn existing(&self, request_hash: &str) -> Option<Existing> {
-        if let Some(job) = self
+        let running = self
             .live()
             .values()
-            .find(|j| j.request_hash == request_hash && !j.is_finished())
-        {
-            return Some(Existing::Running(job.clone()));
+            .filter(|j| j.request_hash == request_hash && !j.is_finished())
+            .find_map(|j| j.attach());
+        if let Some(waiter) = running {
+            return Some(Existing::Running(waiter));
         }
         let since = now_ms().saturating_sub(REDELIVERY_WINDOW.as_millis() as u64);
         self.finished
@@ -416,7 +222,7 @@ impl Jobs {
             .map(|s| Existing::Undelivered(Box::new(s.clone())))
     }
 
-    /// Registers a new running job.
+    /// Registers a new running job that must end within `deadline`.
     pub fn create(
         &self,
         tool: &str,
@@ -424,32 +230,17 @@ impl Jobs {
         arguments: &serde_json::Value,
         request_hash: String,
         session_id: u64,
+        deadline: Duration,
     ) -> Arc<Job> {
-        // Listeners that fall behind skip progress lines; the text is in the job.
-        let (events, _) = broadcast::channel(128);
-        let (done, _) = watch::channel(false);
-        let job = Arc::new(Job {
-            id: format!("job_{}", uuid::Uuid::new_v4().simple()),
-            tool: tool.to_string(),
-            model: model.to_string(),
+        let job = Arc::new(Job::new(
+            format!("job_{}", uuid::Uuid::new_v4().simple()),
+            tool,
+            model,
             request_hash,
-            arguments: arguments.to_string(),
+            arguments.to_string(),
             session_id,
-            created_ms: now_ms(),
-            started: Instant::now(),
-            cancel: CancellationToken::new(),
-            state: Mutex::new(State {
-                status: Status::Processing,
-                output: String::new(),
-                events: 0,
-                result: None,
-                error: None,
-                finished_ms: None,
-                delivered: false,
-            }),
-            events,
-            done,
-        });
+            deadline,
+        ));
         self.live().insert(job.id.clone(), job.clone());
         self.persist(&job);
         job
@@ -468,13 +259,7 @@ impl Jobs {
         result: CallToolResult,
         error: Option<String>,
     ) {
-        {
-            let mut state = job.state();
-            state.status = status;
-            state.result = Some(result);
-            state.error = error;
-            state.finished_ms = Some(now_ms());
-        }
+        job.record_end(status, result, error);
         self.persist(job);
         {
             // Into the recent list before leaving the live map, so a lookup
@@ -484,13 +269,13 @@ impl Jobs {
             finished.truncate(RECENT_KEEP);
         }
         self.live().remove(&job.id);
-        job.done.send_replace(true);
+        job.signal_done();
     }
 
     /// Notes that a client received the job's result.
     pub fn mark_delivered(&self, id: &str) {
         if let Some(job) = self.live().get(id) {
-            job.state().delivered = true;
+            job.set_delivered();
         }
         self.send(Write::Delivered(id.to_string()));
         let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
@@ -514,7 +299,7 @@ impl Jobs {
     pub async fn cancel_all(&self, grace: Duration) {
         let running: Vec<Arc<Job>> = self.live().values().cloned().collect();
         for job in &running {
-            job.cancel.cancel();
+            job.request_cancel();
         }
         let _ = tokio::time::timeout(grace, async {
             for job in &running {

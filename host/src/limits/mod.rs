@@ -102,13 +102,12 @@ impl Limiter {
         }
     }
 
-    /// Waits for this call's turn, at most `bound`.
+    /// Waits for this call's turn, at most `bound`. Cancel-safe: a waiter
+    /// dropped in the queue leaves it (and the `queued` count) at once.
     pub async fn acquire(&self, bound: WaitBound) -> Result<(), Exceeded> {
         let deadline = Instant::now() + bound.0;
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let result = self.acquire_inner(deadline).await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        result
+        let _queued = Queued::enter(&self.waiting);
+        self.acquire_inner(deadline).await
     }
 
     async fn acquire_inner(&self, deadline: Instant) -> Result<(), Exceeded> {
@@ -139,6 +138,22 @@ impl Limiter {
         }
     }
 
+    /// Takes a turn now if one is free, without queueing (for the extra
+    /// requests of a running call, such as polls): `Err(wait)` while the key
+    /// is paused, others are queued, or the window is spent.
+    pub fn try_acquire(&self) -> Result<(), Duration> {
+        if let Some(until) = self.paused() {
+            return Err(until - Instant::now());
+        }
+        // Queued calls go first: they waited longer.
+        let Ok(_turn) = self.fifo.try_lock() else {
+            return Err(Duration::from_millis(100));
+        };
+        self.gcra
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
     fn limit_period(&self) -> Duration {
         Duration::from_secs_f64(60.0 / f64::from(self.limit.requests_per_minute.max(1)))
     }
@@ -162,6 +177,22 @@ impl Limiter {
     }
 }
 
+/// Counts one call in the queue until dropped, however its wait ends.
+struct Queued<'a>(&'a AtomicU64);
+
+impl<'a> Queued<'a> {
+    fn enter(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// What `status` shows of one limiter.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LimiterStatus {
@@ -177,10 +208,22 @@ pub struct LimiterStatus {
     pub queued: u64,
 }
 
-/// All limiters of the daemon.
+/// Identifies an API key without holding it: a SHA-256 of the whole key, so
+/// two keys that merely end alike never share a limiter (the four-character
+/// fingerprint shown to people is not an identity).
+pub fn key_id(api_key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(api_key.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A limiter's identity: plugin id and [`key_id`] (none: the plugin's own key).
+type LimiterKey = (String, Option<String>);
+
+/// All limiters of the daemon, by plugin and [`key_id`].
 #[derive(Default)]
 pub struct Limits {
-    limiters: Mutex<HashMap<(String, String), Arc<Limiter>>>,
+    limiters: Mutex<HashMap<LimiterKey, Arc<Limiter>>>,
     overrides: HashMap<String, u32>,
 }
 
@@ -211,12 +254,13 @@ impl Limits {
         declared: Option<u32>,
         api_key: Option<&str>,
     ) -> Arc<Limiter> {
+        let id = api_key.map(key_id);
         let key = api_key
             .map(fingerprint)
             .unwrap_or_else(|| "(plugin default)".into());
         let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
         limiters
-            .entry((plugin.to_string(), key.clone()))
+            .entry((plugin.to_string(), id))
             .or_insert_with(|| {
                 let rpm = self
                     .overrides
@@ -247,6 +291,42 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_that_end_alike_get_their_own_limiters() {
+        let limits = Limits::new(HashMap::new());
+        let a = limits.limiter("p", None, Some("first-key-1234"));
+        let b = limits.limiter("p", None, Some("other-key-1234"));
+        assert_eq!(a.key, b.key, "same fingerprint shown");
+        assert!(!Arc::ptr_eq(&a, &b), "but separate limiters");
+        a.pause_until(Instant::now() + Duration::from_secs(60));
+        assert!(b.status().paused_for_ms.is_none());
+        let again = limits.limiter("p", None, Some("first-key-1234"));
+        assert!(Arc::ptr_eq(&a, &again));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_dropped_in_the_queue_leaves_the_count() {
+        let limiter = Arc::new(Limiter::new(
+            "p",
+            "k",
+            Limit {
+                requests_per_minute: 60,
+            },
+        ));
+        // The burst of 1 goes through; the next waits about a second.
+        limiter.acquire(WaitBound(Duration::ZERO)).await.unwrap();
+        let waiting = tokio::spawn({
+            let limiter = limiter.clone();
+            async move { limiter.acquire(WaitBound(Duration::from_secs(30))).await }
+        });
+        while limiter.status().queued == 0 {
+            tokio::task::yield_now().await;
+        }
+        waiting.abort();
+        let _ = waiting.await;
+        assert_eq!(limiter.status().queued, 0);
+    }
 
     #[tokio::test]
     async fn no_minute_window_exceeds_the_limit() {

@@ -3,11 +3,13 @@
 //! retries what is worth retrying, and records the outcome.
 //!
 //! This is the only retry layer between an agent and an upstream: plugins
-//! and HTTP clients never retry. 5xx, connection failures and timeouts are
-//! retried with exponential backoff from 250 ms with jitter, bounded in
-//! attempts and total time; an upstream 429 pauses the key for every session
-//! until its reset and the call waits its turn again; other 4xx are final.
-//! Nothing is retried once text has streamed to the client.
+//! and HTTP clients never retry. Only what cannot have started paid work is
+//! retried (5xx answers, connections that never opened), with exponential
+//! backoff from 250 ms with jitter, bounded in attempts and total time; an
+//! upstream 429 pauses the key for every session until its reset and the
+//! call waits its turn again; other 4xx, timeouts and anything a plugin
+//! marks final are not. Nothing is retried once text has streamed to the
+//! client. The job's deadline bounds everything, waiting included.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +45,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 struct HostSink {
     events: mpsc::UnboundedSender<Event>,
     cancelled: Arc<AtomicBool>,
+    /// The call's limiter, which grants its extra requests (polls).
+    limiter: Arc<Limiter>,
 }
 
 impl EventSink for HostSink {
@@ -53,13 +57,34 @@ impl EventSink for HostSink {
     fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
     }
+
+    fn permit(&self) -> Option<Duration> {
+        self.limiter.try_acquire().err()
+    }
 }
 
 /// How one attempt ended.
 enum Attempt {
     Done(Response),
     Failed(PluginError),
+    /// The job was cancelled or ran past its deadline.
+    Stopped(Stop),
+}
+
+/// Why a job stopped before its plugin call ended.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
     Cancelled,
+    Deadline,
+}
+
+/// Resolves when the job is cancelled or reaches its deadline.
+async fn stopped(job: &Job) -> Stop {
+    tokio::select! {
+        biased;
+        _ = job.cancelled() => Stop::Cancelled,
+        _ = tokio::time::sleep_until(job.deadline.into()) => Stop::Deadline,
+    }
 }
 
 /// Runs `request` as `job` to the end and records the outcome in the job table.
@@ -80,14 +105,18 @@ pub(super) async fn execute(
         .with_max_times(MAX_RETRIES)
         .build();
     let outcome = loop {
-        if job.cancel.is_cancelled() {
-            break Attempt::Cancelled;
+        if job.cancel_requested() {
+            break Attempt::Stopped(Stop::Cancelled);
         }
         let waiting_since = Instant::now();
+        let bound = daemon
+            .settings
+            .rate_limit_wait
+            .min(job.deadline.saturating_duration_since(waiting_since));
         tokio::select! {
             biased;
-            _ = job.cancel.cancelled() => break Attempt::Cancelled,
-            turn = limiter.acquire(WaitBound(daemon.settings.rate_limit_wait)) => {
+            stop = stopped(&job) => break Attempt::Stopped(stop),
+            turn = limiter.acquire(WaitBound(bound)) => {
                 if let Err(exceeded) = turn {
                     let ms = exceeded.retry_after.as_millis() as u64;
                     break Attempt::Failed(
@@ -134,7 +163,7 @@ pub(super) async fn execute(
         tracing::info!(job = %job.id, kind = err.kind.as_str(), status = ?err.status, ?delay, "retrying");
         job.push_progress(format!("{STATUS_PREFIX}upstream failed ({err}); retrying"));
         tokio::select! {
-            _ = job.cancel.cancelled() => break Attempt::Cancelled,
+            stop = stopped(&job) => break Attempt::Stopped(stop),
             _ = tokio::time::sleep(delay) => {}
         }
     };
@@ -155,7 +184,7 @@ pub(super) async fn execute(
                 .jobs
                 .finish(&job, status, plugin_error(&err), Some(err.to_string()));
         }
-        Attempt::Cancelled => {
+        Attempt::Stopped(Stop::Cancelled) => {
             tracing::info!(job = %job.id, model = %job.model, "call cancelled");
             daemon.jobs.finish(
                 &job,
@@ -164,9 +193,52 @@ pub(super) async fn execute(
                 Some("cancelled".into()),
             );
         }
+        Attempt::Stopped(Stop::Deadline) => {
+            let limit = job.deadline.duration_since(job.started);
+            let err = PluginError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "{} did not finish within its deadline of {} (config.toml [deadlines] {:?}); the text streamed so far is kept",
+                    job.model,
+                    human_duration(limit),
+                    output_name(output),
+                ),
+            );
+            tracing::warn!(job = %job.id, model = %job.model, ?limit, "call ran past its deadline");
+            daemon.jobs.finish(
+                &job,
+                Status::Failed,
+                plugin_error(&err),
+                Some(err.to_string()),
+            );
+        }
     }
 }
 
+/// `10 min`, `45 s`.
+fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{:.0} s", d.as_secs_f64())
+    }
+}
+
+fn output_name(output: OutputKind) -> &'static str {
+    match output {
+        OutputKind::Text => "text",
+        OutputKind::Image => "image",
+        OutputKind::Video => "video",
+        OutputKind::Audio => "audio",
+    }
+}
+
+/// Whether a failed attempt may be sent again. Only failures that cannot
+/// have started paid work upstream qualify: the upstream refused it (429,
+/// 5xx) or it never left (connection refused). A timeout may have been
+/// billed and a plugin can forbid a retry (`retryable: Some(false)`), e.g.
+/// once a video render or a Codex turn has started.
 fn is_retryable(err: &PluginError) -> bool {
     if err.kind == ErrorKind::Cancelled {
         return false;
@@ -175,8 +247,8 @@ fn is_retryable(err: &PluginError) -> bool {
         return retryable;
     }
     match err.kind {
-        ErrorKind::RateLimited | ErrorKind::Timeout => true,
-        ErrorKind::Upstream => err.status.is_none_or(|s| s >= 500),
+        ErrorKind::RateLimited => true,
+        ErrorKind::Upstream => err.status.is_some_and(|s| s >= 500),
         _ => false,
     }
 }
@@ -185,7 +257,7 @@ fn is_retryable(err: &PluginError) -> bool {
 async fn attempt(
     daemon: &DaemonState,
     plugin: &LoadedPlugin,
-    limiter: &Limiter,
+    limiter: &Arc<Limiter>,
     job: &Job,
     request: &Request,
 ) -> Attempt {
@@ -194,9 +266,16 @@ async fn attempt(
     let sink = HostSink {
         events: events_tx,
         cancelled: cancelled.clone(),
+        limiter: limiter.clone(),
     };
     let provider = plugin.provider.clone();
-    let request = request.clone();
+    let mut request = request.clone();
+    // The plugin bounds its own waits by what is left of the job's deadline.
+    request.timeout_ms = Some(
+        job.deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64,
+    );
     let started = Instant::now();
     let mut invocation = tokio::task::spawn_blocking(move || provider.invoke(&request, sink));
     let mut checkpoint = tokio::time::interval(CHECKPOINT_EVERY);
@@ -204,11 +283,18 @@ async fn attempt(
     let joined = loop {
         tokio::select! {
             biased;
-            _ = job.cancel.cancelled() => {
+            stop = stopped(job) => {
                 cancelled.store(true, Ordering::Relaxed);
                 // Let the plugin stop its upstream request; never wait long.
                 let _ = tokio::time::timeout(CANCEL_GRACE, &mut invocation).await;
-                return Attempt::Cancelled;
+                while let Ok(event) = events.try_recv() {
+                    on_event(job, limiter, event);
+                }
+                daemon.registry.record_call(&plugin.manifest.id, started.elapsed(), Some(match stop {
+                    Stop::Cancelled => ErrorKind::Cancelled.as_str(),
+                    Stop::Deadline => ErrorKind::Timeout.as_str(),
+                }));
+                return Attempt::Stopped(stop);
             }
             Some(event) = events.recv() => on_event(job, limiter, event),
             joined = &mut invocation => break joined,
@@ -229,7 +315,7 @@ async fn attempt(
         .record_call(&plugin.manifest.id, started.elapsed(), error_kind);
     match joined {
         Ok(Ok(response)) => Attempt::Done(response),
-        Ok(Err(err)) if err.kind == ErrorKind::Cancelled => Attempt::Cancelled,
+        Ok(Err(err)) if err.kind == ErrorKind::Cancelled => Attempt::Stopped(Stop::Cancelled),
         Ok(Err(err)) => Attempt::Failed(err),
         Err(join_error) => Attempt::Failed(PluginError::internal(format!(
             "plugin call worker failed: {join_error}"

@@ -109,7 +109,7 @@ pub fn check_status(
 /// `cancel_job`.
 pub fn cancel_job(daemon: &DaemonState, id: &str) -> CallToolResult {
     if let Some(job) = daemon.jobs.running(id) {
-        job.cancel.cancel();
+        job.request_cancel();
         return structured(json!({
             "continuation_id": id,
             "status": "cancelled",

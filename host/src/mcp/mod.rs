@@ -9,17 +9,16 @@ pub mod errors;
 mod jobs_view;
 mod models;
 pub mod output;
+mod progress;
 pub mod tools;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use poe_plugin_api::{Message, OutputKind, Request};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
     CreateTaskResult, GetTaskParams, GetTaskResult, Implementation, InitializeRequestParams,
-    InitializeResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
-    ProgressToken, ServerCapabilities, ServerConfig,
+    InitializeResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -28,8 +27,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::state::{DaemonState, SessionInfo};
-use crate::jobs::{Existing, Job, JobEvent, request_hash};
+use crate::jobs::{Existing, Job, Waiter, request_hash};
 use errors::{Code, tool_error};
+use progress::Progress;
 use tools::{BotResponseArgs, CancelJobArgs, CheckStatusArgs, GenerateArgs, ListModelsArgs, names};
 
 /// The MCP server of one session.
@@ -206,9 +206,9 @@ impl PoeServer {
         let hash = request_hash(name, &identity, self.session.api_key.as_deref());
         if !call.run_async {
             match self.daemon.jobs.existing(&hash) {
-                Some(Existing::Running(job)) => {
-                    tracing::info!(job = %job.id, "identical call running; waiting for it");
-                    return Ok(self.wait(job, context).await.into());
+                Some(Existing::Running(waiter)) => {
+                    tracing::info!(job = %waiter.job().id, "identical call running; waiting for it");
+                    return Ok(self.wait(waiter, context).await.into());
                 }
                 Some(Existing::Undelivered(snapshot)) => {
                     tracing::info!(job = %snapshot.id, "returning the undelivered result of an identical call");
@@ -221,10 +221,14 @@ impl PoeServer {
                 None => {}
             }
         }
-        let job = self
-            .daemon
-            .jobs
-            .create(name, &written_model, &args, hash, self.session.id);
+        let job = self.daemon.jobs.create(
+            name,
+            &written_model,
+            &args,
+            hash,
+            self.session.id,
+            self.daemon.settings.deadlines.of(call.request.output),
+        );
         let limiter = self.daemon.limits.limiter(
             &plugin.manifest.id,
             plugin
@@ -233,8 +237,13 @@ impl PoeServer {
                 .map(|l| l.requests_per_minute),
             call.request.api_key.as_deref(),
         );
-        // Subscribe before the job starts so no early event is missed.
-        let events = job.subscribe();
+        // Attach before the job starts so no early event is missed.
+        let waiter = if call.run_async {
+            job.run_in_background();
+            None
+        } else {
+            job.attach()
+        };
         tokio::spawn(call::execute(
             self.daemon.clone(),
             plugin,
@@ -242,10 +251,10 @@ impl PoeServer {
             job.clone(),
             call.request,
         ));
-        if call.run_async {
-            return Ok(self.started(&job, context));
+        match waiter {
+            Some(waiter) => Ok(self.wait(waiter, context).await.into()),
+            None => Ok(self.started(&job, context)),
         }
-        Ok(self.wait_with(job, events, context).await.into())
     }
 
     /// The answer to an `async` call: a task for clients that speak
@@ -269,53 +278,55 @@ impl PoeServer {
         result.into()
     }
 
-    async fn wait(&self, job: Arc<Job>, context: &RequestContext<RoleServer>) -> CallToolResult {
-        let events = job.subscribe();
-        self.wait_with(job, events, context).await
-    }
-
-    /// Waits for `job`, forwarding its progress, until it ends, the client
-    /// cancels, the session ends, or the soft deadline turns it into a
-    /// background job.
-    async fn wait_with(
+    /// Waits for the job, forwarding its progress (see [`progress`]), until
+    /// it ends, the client cancels, the session ends, or the soft deadline
+    /// hands its id back. Leaving early drops `waiter`, which stops the job
+    /// only if nobody else waits for it.
+    async fn wait(
         &self,
-        job: Arc<Job>,
-        mut events: tokio::sync::broadcast::Receiver<JobEvent>,
+        mut waiter: Waiter,
         context: &RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let mut progress = Progress {
-            token: context.meta.get_progress_token(),
-            context,
-            count: 0,
-            started: Instant::now(),
-        };
-        let deadline = tokio::time::Instant::now() + self.daemon.settings.soft_deadline;
-        let mut heartbeat = tokio::time::interval(self.daemon.settings.progress_heartbeat);
-        heartbeat.reset();
+        let job = waiter.job().clone();
+        let mut progress = Progress::new(
+            context.meta.get_progress_token(),
+            context.peer.clone(),
+            self.daemon.settings.progress_heartbeat,
+        );
+        let soft_deadline = tokio::time::Instant::now() + self.daemon.settings.soft_deadline;
+        let far = soft_deadline + std::time::Duration::from_secs(3600);
         loop {
+            let flush_at = progress.flush_at();
+            let heartbeat_at = progress.heartbeat_at();
             tokio::select! {
                 biased;
                 _ = context.ct.cancelled() => {
-                    job.cancel.cancel();
                     return tool_error(Code::Cancelled, "the call was cancelled");
                 }
                 _ = self.calls.cancelled() => {
-                    job.cancel.cancel();
                     return tool_error(Code::Cancelled, "the session ended");
                 }
-                event = events.recv() => match event {
-                    Ok(event) => progress.on_event(event).await,
+                _ = job.finished() => break,
+                event = waiter.events().recv() => match event {
+                    Ok(event) => progress.on_event(event),
+                    // A slow listener skips lines; the text is in the job.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
                 },
-                _ = job.finished() => break,
-                _ = tokio::time::sleep_until(deadline) => return self.detached(&job),
-                _ = heartbeat.tick(), if progress.token.is_some() => progress.heartbeat().await,
+                _ = tokio::time::sleep_until(flush_at.unwrap_or(far)), if flush_at.is_some() => {
+                    progress.flush().await;
+                }
+                _ = tokio::time::sleep_until(heartbeat_at.unwrap_or(far)), if heartbeat_at.is_some() => {
+                    progress.heartbeat().await;
+                }
+                _ = tokio::time::sleep_until(soft_deadline) => {
+                    waiter.detach();
+                    return self.detached(&job);
+                }
             }
         }
-        while let Ok(event) = events.try_recv() {
-            progress.on_event(event).await;
-        }
+        progress.finish().await;
+        drop(waiter);
         let snapshot = job.snapshot();
         self.daemon.jobs.mark_delivered(&job.id);
         let result = snapshot
@@ -348,47 +359,6 @@ impl PoeServer {
             job_id,
             output::char_budget(self.daemon.settings.max_output_tokens),
         )
-    }
-}
-
-/// Sends progress notifications for one call, if the client asked for them.
-struct Progress<'a> {
-    token: Option<ProgressToken>,
-    context: &'a RequestContext<RoleServer>,
-    count: u64,
-    started: Instant,
-}
-
-impl Progress<'_> {
-    async fn send(&mut self, increment: u64, message: String) {
-        let Some(token) = self.token.clone() else {
-            return;
-        };
-        // Progress must increase with every notification.
-        self.count += increment.max(1);
-        let param = ProgressNotificationParam::new(token, self.count as f64).with_message(message);
-        if let Err(e) = self.context.peer.notify_progress(param).await {
-            tracing::debug!(error = %e, "progress notification not delivered");
-        }
-    }
-
-    async fn on_event(&mut self, event: JobEvent) {
-        match event {
-            JobEvent::Text(text) => {
-                let chars = text.chars().count() as u64;
-                self.send(chars, text).await;
-            }
-            JobEvent::Progress(message) => self.send(1, message).await,
-        }
-    }
-
-    async fn heartbeat(&mut self) {
-        let secs = self.started.elapsed().as_secs();
-        self.send(
-            1,
-            format!("{}still working ({secs} s)", call::STATUS_PREFIX),
-        )
-        .await;
     }
 }
 
@@ -475,7 +445,7 @@ impl ServerHandler for PoeServer {
     ) -> Result<(), McpError> {
         match self.daemon.jobs.running(&request.task_id) {
             Some(job) => {
-                job.cancel.cancel();
+                job.request_cancel();
                 Ok(())
             }
             None if self.daemon.jobs.get(&request.task_id).is_some() => Ok(()),

@@ -112,11 +112,20 @@ fn schema(value: Value) -> Arc<JsonObject> {
     }
 }
 
-fn tool(name: &'static str, title: &str, description: String, input: Value) -> Tool {
+/// A model tool. `read_only` only where no provider it can reach may change
+/// the caller's environment (`get_bot_response` reaches codex, which may
+/// write files when its sandbox allows).
+fn tool(
+    name: &'static str,
+    title: &str,
+    description: String,
+    input: Value,
+    read_only: bool,
+) -> Tool {
     let mut tool = Tool::new(name, description, schema(input));
     let mut annotations = ToolAnnotations::default();
     annotations.title = Some(title.to_string());
-    annotations.read_only_hint = Some(true);
+    annotations.read_only_hint = Some(read_only);
     annotations.open_world_hint = Some(true);
     tool.annotations = Some(annotations);
     tool
@@ -157,6 +166,7 @@ fn media(name: &'static str, title: &str, what: &str, default_bot: &str) -> Tool
             "required": ["prompt"],
             "additionalProperties": false
         }),
+        true,
     )
 }
 
@@ -186,6 +196,7 @@ pub fn all() -> Vec<Tool> {
                 "required": ["bot_name", "message"],
                 "additionalProperties": false
             }),
+            false,
         ),
         media(
             names::GENERATE_IMAGE,

@@ -12,8 +12,8 @@
 //!
 //! A missing binary, a rejected login and a broken setup are `unavailable`
 //! (the host's PROVIDER_UNAVAILABLE) with the fix in the message. An HTTP
-//! status codex quotes is kept, so the host's retry rule (5xx and
-//! status-less failures only) applies as for any upstream.
+//! status codex quotes is kept for the message; no failure is retried
+//! (`invoke` marks them all final: a turn may have changed files).
 
 use std::io;
 

@@ -79,9 +79,12 @@ impl Provider for CodexCli {
             return Err(PluginError::cancelled());
         }
         // The run watches the cancel flag and deadline itself, so it can
-        // kill codex's process group before returning.
+        // kill codex's process group before returning. Whatever went wrong,
+        // a turn that started may have run commands or changed files, so no
+        // failure is ever offered for a retry.
         self.runtime
             .block_on(run::run(&self.settings, &request, sink))
+            .map_err(PluginError::not_retryable)
     }
 }
 

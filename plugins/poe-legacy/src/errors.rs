@@ -215,7 +215,12 @@ pub(crate) fn transport(error: reqwest::Error) -> PluginError {
         Some(root) => format!("{what}: {root}"),
         None => what.to_string(),
     };
-    PluginError::new(ErrorKind::Upstream, truncate(&message, MAX_MESSAGE))
+    let err = PluginError::new(ErrorKind::Upstream, truncate(&message, MAX_MESSAGE));
+    if error.is_connect() {
+        // The request never reached Poe: sending it again costs nothing.
+        return err.retryable();
+    }
+    err
 }
 
 /// The innermost cause ("Connection refused"), which says what went wrong.

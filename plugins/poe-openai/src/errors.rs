@@ -230,6 +230,10 @@ pub(crate) fn transport(error: reqwest::Error) -> PluginError {
     if let Some(status) = error.status() {
         err = err.with_status(status.as_u16());
     }
+    if error.is_connect() {
+        // The request never reached Poe: sending it again costs nothing.
+        err = err.retryable();
+    }
     err
 }
 

@@ -139,6 +139,43 @@ async fn fetch(
     })
 }
 
+/// Consecutive failed polls tolerated before giving up on a job.
+const POLL_FAILURES_TOLERATED: u32 = 5;
+
+/// Reads job `id` once. A poll is free and changes nothing, so a failure
+/// that may pass (429, 5xx, a broken connection) is polled again after a
+/// backoff, a few times in a row; each poll waits its turn at the host's
+/// limiter, which a 429 has paused for every session on the key.
+async fn poll(call: &Call<'_>, id: &str) -> Result<VideoObject, PluginError> {
+    let mut failures = 0;
+    loop {
+        poe_plugin_api::cancel::permit(call.sink).await?;
+        let request = call
+            .http
+            .get(format!("{}/videos/{id}", call.base_url))
+            .bearer_auth(call.api_key);
+        let err = match fetch(call, request, "poll").await {
+            Ok(video) => return Ok(video),
+            Err(err) => err,
+        };
+        let transient = match err.kind {
+            ErrorKind::RateLimited | ErrorKind::Timeout => true,
+            ErrorKind::Upstream => err.status.is_none_or(|s| s >= 500),
+            _ => false,
+        };
+        failures += 1;
+        if !transient || failures > POLL_FAILURES_TOLERATED {
+            return Err(err);
+        }
+        call.sink.emit(&Event::Log {
+            level: poe_plugin_api::LogLevel::Warn,
+            message: format!("polling video job {id} failed ({err}); polling again"),
+        });
+        let backoff = call.video_poll * 2u32.pow(failures.min(5));
+        tokio::time::sleep(backoff.min(std::time::Duration::from_secs(30))).await;
+    }
+}
+
 fn progress_message(video: &VideoObject) -> String {
     let status = video.status.as_deref().unwrap_or("unknown");
     match video.progress {
@@ -169,14 +206,40 @@ fn usage_of(video: &VideoObject) -> Option<Usage> {
 }
 
 /// Runs a `/v1/videos` job to completion.
+///
+/// Once Poe has accepted the job, the render runs (and is billed) upstream
+/// whatever happens to this call, so every failure after that point is final
+/// for the host's retry layer: a retry would start, and pay for, a second
+/// render. Each poll asks the host's shared rate limiter first.
 pub(crate) async fn run(call: &Call<'_>) -> Result<Response, PluginError> {
     let create = call
         .http
         .post(format!("{}/videos", call.base_url))
         .bearer_auth(call.api_key)
         .json(&create_body(call));
-    let mut video = fetch(call, create, "create").await?;
-    let id = checked_id(video.id.clone(), 200)?;
+    let video = fetch(call, create, "create").await?;
+    let id = checked_id(video.id.clone(), 200).map_err(PluginError::not_retryable)?;
+    poll_until_done(call, &id, video).await.map_err(|err| {
+        let mut err = err.not_retryable();
+        if err.kind != ErrorKind::Cancelled {
+            err.message = errors::truncate(
+                &format!(
+                    "{} (video job {id}; not retried, so it is not paid for twice)",
+                    err.message
+                ),
+                400,
+            );
+        }
+        err
+    })
+}
+
+/// Polls job `id` until it completed, and links its content.
+async fn poll_until_done(
+    call: &Call<'_>,
+    id: &str,
+    mut video: VideoObject,
+) -> Result<Response, PluginError> {
     call.sink.emit(&Event::Progress {
         message: progress_message(&video),
     });
@@ -200,11 +263,7 @@ pub(crate) async fn run(call: &Call<'_>) -> Result<Response, PluginError> {
             _ => {}
         }
         tokio::time::sleep(call.video_poll).await;
-        let poll = call
-            .http
-            .get(format!("{}/videos/{id}", call.base_url))
-            .bearer_auth(call.api_key);
-        video = fetch(call, poll, "poll").await?;
+        video = poll(call, id).await?;
         call.sink.emit(&Event::Progress {
             message: progress_message(&video),
         });

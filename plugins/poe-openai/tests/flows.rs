@@ -338,6 +338,100 @@ fn failed_video_job_is_an_upstream_error() {
 }
 
 #[test]
+fn a_video_that_fails_after_creation_is_never_offered_for_a_retry() {
+    let (rt, server) = mock_server();
+    rt.block_on(async {
+        Mock::given(method("POST"))
+            .and(path("/v1/videos"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"id": "video_1", "object": "video", "status": "queued"})),
+            )
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v1/videos/video_1"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({"id": "video_1", "object": "video", "status": "failed",
+                       "error": {"message": "render crashed"}}),
+            ))
+            .mount(&server)
+            .await;
+    });
+    let provider = provider(&v1(&server), &[("POE_VIDEO_POLL_MS", "5")]);
+    let (result, _) = invoke(&provider, media_request("Veo-3.1", "x", OutputKind::Video));
+    let err = result.unwrap_err();
+    assert_eq!(err.retryable, Some(false), "{err}");
+    assert!(err.message.contains("render crashed"), "{err}");
+    assert!(err.message.contains("video_1"), "names the job: {err}");
+}
+
+#[test]
+fn transient_poll_failures_poll_again_through_the_limiter_without_a_second_render() {
+    let (rt, server) = mock_server();
+    rt.block_on(async {
+        Mock::given(method("POST"))
+            .and(path("/v1/videos"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({"id": "video_2", "object": "video", "status": "queued"}),
+            ))
+            .mount(&server)
+            .await;
+        // Two failed polls (a 502, then a 429), then the finished job.
+        Mock::given(method("GET"))
+            .and(path("/v1/videos/video_2"))
+            .respond_with(ResponseTemplate::new(502).set_body_string("bad gateway"))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v1/videos/video_2"))
+            .respond_with(
+                ResponseTemplate::new(429)
+                    .insert_header("retry-after", "0")
+                    .set_body_json(json!({"error": {"code": 429, "type": "rate_limit_error", "message": "slow down"}})),
+            )
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v1/videos/video_2"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({"id": "video_2", "object": "video", "status": "completed", "progress": 100}),
+            ))
+            .mount(&server)
+            .await;
+    });
+    let provider = provider(&v1(&server), &[("POE_VIDEO_POLL_MS", "5")]);
+    let recorder = Recorder::default();
+    recorder.refuse_permits(3);
+    let sink = poe_plugin_api::Sink::new(recorder.clone());
+    let response = poe_plugin_api::Provider::invoke(
+        &provider,
+        media_request("Veo-3.1", "x", OutputKind::Video),
+        &sink,
+    )
+    .expect("the job finishes despite failed polls");
+    assert!(
+        response.text.ends_with("/videos/video_2/content"),
+        "{}",
+        response.text
+    );
+    let requests = rt.block_on(server.received_requests()).unwrap();
+    let posts = requests
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count();
+    let polls = requests
+        .iter()
+        .filter(|r| r.method.as_str() == "GET")
+        .count();
+    assert_eq!((posts, polls), (1, 3));
+    // Every poll asked the limiter, and the refused asks were asked again.
+    assert_eq!(recorder.permits_asked(), 3 + 3);
+}
+
+#[test]
 fn other_video_bots_go_through_chat_completions() {
     let (rt, server) = mock_server();
     rt.block_on(async {

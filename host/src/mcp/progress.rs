@@ -1,0 +1,134 @@
+//! MCP progress notifications for one waiting call.
+//!
+//! The rule, which every client's timing must survive:
+//! - streamed text and status lines are coalesced and sent at most once per
+//!   [`CADENCE`], never once per upstream delta;
+//! - a heartbeat goes out only after a heartbeat interval with nothing sent;
+//! - once the job has its result, nothing more is sent for the request (the
+//!   result carries the whole text), and the result waits until
+//!   [`QUIET_GAP`] has passed since the last notification.
+//!
+//! Why: the TypeScript MCP SDK (Claude Code, Cursor, the Inspector) handles a
+//! response as soon as it parses it, dropping the request's progress
+//! handler, but dispatches notifications a tick later. A notification that
+//! reaches the client in the same read as the result therefore arrives for
+//! an "unknown token", which Claude Code treats as a connection error. The
+//! gap keeps the two in separate reads even when the client's event loop is
+//! busy; it is measured from handing the notification to the session's
+//! writer, so it also covers the shim's relay hop.
+
+use std::time::Duration;
+
+use rmcp::model::{ProgressNotificationParam, ProgressToken};
+use rmcp::service::{Peer, RoleServer};
+use tokio::time::Instant;
+
+use super::call::STATUS_PREFIX;
+use crate::jobs::JobEvent;
+
+/// Streamed text is sent at most this often.
+pub const CADENCE: Duration = Duration::from_millis(250);
+/// Quiet time between the last progress notification and the result.
+pub const QUIET_GAP: Duration = Duration::from_millis(100);
+
+/// Progress of one call, if the client asked for it (a `progressToken`).
+pub struct Progress {
+    token: Option<ProgressToken>,
+    peer: Peer<RoleServer>,
+    heartbeat: Duration,
+    started: Instant,
+    /// Monotonic progress value; MCP requires it to increase.
+    count: u64,
+    /// Text streamed since the last notification.
+    text: String,
+    /// The newest status line not sent yet (older ones are superseded).
+    status: Option<String>,
+    last_sent: Option<Instant>,
+}
+
+impl Progress {
+    /// Progress for a request with `token` (none: everything is dropped).
+    pub fn new(token: Option<ProgressToken>, peer: Peer<RoleServer>, heartbeat: Duration) -> Self {
+        Self {
+            token,
+            peer,
+            heartbeat,
+            started: Instant::now(),
+            count: 0,
+            text: String::new(),
+            status: None,
+            last_sent: None,
+        }
+    }
+
+    /// Whether the client wants progress at all.
+    pub fn wanted(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Takes one job event; nothing is sent until [`Progress::flush`].
+    pub fn on_event(&mut self, event: JobEvent) {
+        if !self.wanted() {
+            return;
+        }
+        match event {
+            JobEvent::Text(text) => self.text.push_str(&text),
+            JobEvent::Progress(message) => self.status = Some(message),
+        }
+    }
+
+    /// When buffered progress is due, if any is buffered.
+    pub fn flush_at(&self) -> Option<Instant> {
+        if self.text.is_empty() && self.status.is_none() {
+            return None;
+        }
+        Some(self.last_sent.map_or_else(Instant::now, |t| t + CADENCE))
+    }
+
+    /// When a heartbeat is due, if the client wants progress.
+    pub fn heartbeat_at(&self) -> Option<Instant> {
+        self.wanted()
+            .then(|| self.last_sent.unwrap_or(self.started) + self.heartbeat)
+    }
+
+    /// Sends what is buffered: the text, then the newest status line.
+    pub async fn flush(&mut self) {
+        if !self.text.is_empty() {
+            let text = std::mem::take(&mut self.text);
+            let increment = text.chars().count() as u64;
+            self.send(increment, text).await;
+        }
+        if let Some(status) = self.status.take() {
+            self.send(1, status).await;
+        }
+    }
+
+    /// Tells the client the call is alive.
+    pub async fn heartbeat(&mut self) {
+        let secs = self.started.elapsed().as_secs();
+        self.send(1, format!("{STATUS_PREFIX}still working ({secs} s)"))
+            .await;
+    }
+
+    /// Ends progress before the result goes out: drops what is buffered
+    /// and waits out the quiet gap.
+    pub async fn finish(mut self) {
+        self.text.clear();
+        self.status = None;
+        if let Some(last) = self.last_sent {
+            tokio::time::sleep_until(last + QUIET_GAP).await;
+        }
+    }
+
+    async fn send(&mut self, increment: u64, message: String) {
+        let Some(token) = self.token.clone() else {
+            return;
+        };
+        self.count += increment.max(1);
+        let param = ProgressNotificationParam::new(token, self.count as f64).with_message(message);
+        if let Err(e) = self.peer.notify_progress(param).await {
+            tracing::debug!(error = %e, "progress notification not delivered");
+        }
+        self.last_sent = Some(Instant::now());
+    }
+}
