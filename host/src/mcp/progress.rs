@@ -2,7 +2,8 @@
 //!
 //! The rule, which every client's timing must survive:
 //! - streamed text and status lines are coalesced and sent at most once per
-//!   [`CADENCE`], never once per upstream delta;
+//!   [`CADENCE`], never once per upstream delta (a burst is a few
+//!   notifications in order: text runs merged, status lines kept);
 //! - a heartbeat goes out only after a heartbeat interval with nothing sent;
 //! - once the job has its result, nothing more is sent for the request (the
 //!   result carries the whole text), and the result waits until
@@ -30,6 +31,16 @@ use crate::jobs::JobEvent;
 pub const CADENCE: Duration = Duration::from_millis(250);
 /// Quiet time between the last progress notification and the result.
 pub const QUIET_GAP: Duration = Duration::from_millis(100);
+/// Status lines kept between two sends; older ones are dropped.
+const MAX_PENDING_STATUS: usize = 8;
+
+/// Something waiting to be sent.
+enum Pending {
+    /// Answer text (consecutive deltas merged).
+    Text(String),
+    /// A status line ("waited 2 s for the shared rate limit").
+    Status(String),
+}
 
 /// Progress of one call, if the client asked for it (a `progressToken`).
 pub struct Progress {
@@ -39,10 +50,8 @@ pub struct Progress {
     started: Instant,
     /// Monotonic progress value; MCP requires it to increase.
     count: u64,
-    /// Text streamed since the last notification.
-    text: String,
-    /// The newest status line not sent yet (older ones are superseded).
-    status: Option<String>,
+    /// What arrived since the last send, in order.
+    pending: Vec<Pending>,
     last_sent: Option<Instant>,
 }
 
@@ -55,8 +64,7 @@ impl Progress {
             heartbeat,
             started: Instant::now(),
             count: 0,
-            text: String::new(),
-            status: None,
+            pending: Vec::new(),
             last_sent: None,
         }
     }
@@ -71,15 +79,31 @@ impl Progress {
         if !self.wanted() {
             return;
         }
-        match event {
-            JobEvent::Text(text) => self.text.push_str(&text),
-            JobEvent::Progress(message) => self.status = Some(message),
+        match (event, self.pending.last_mut()) {
+            (JobEvent::Text(text), Some(Pending::Text(run))) => run.push_str(&text),
+            (JobEvent::Text(text), _) => self.pending.push(Pending::Text(text)),
+            (JobEvent::Progress(message), _) => {
+                self.pending.push(Pending::Status(message));
+                let statuses = self
+                    .pending
+                    .iter()
+                    .filter(|p| matches!(p, Pending::Status(_)))
+                    .count();
+                if statuses > MAX_PENDING_STATUS
+                    && let Some(oldest) = self
+                        .pending
+                        .iter()
+                        .position(|p| matches!(p, Pending::Status(_)))
+                {
+                    self.pending.remove(oldest);
+                }
+            }
         }
     }
 
     /// When buffered progress is due, if any is buffered.
     pub fn flush_at(&self) -> Option<Instant> {
-        if self.text.is_empty() && self.status.is_none() {
+        if self.pending.is_empty() {
             return None;
         }
         Some(self.last_sent.map_or_else(Instant::now, |t| t + CADENCE))
@@ -91,15 +115,16 @@ impl Progress {
             .then(|| self.last_sent.unwrap_or(self.started) + self.heartbeat)
     }
 
-    /// Sends what is buffered: the text, then the newest status line.
+    /// Sends what is buffered, in the order it arrived.
     pub async fn flush(&mut self) {
-        if !self.text.is_empty() {
-            let text = std::mem::take(&mut self.text);
-            let increment = text.chars().count() as u64;
-            self.send(increment, text).await;
-        }
-        if let Some(status) = self.status.take() {
-            self.send(1, status).await;
+        for pending in std::mem::take(&mut self.pending) {
+            match pending {
+                Pending::Text(text) => {
+                    let increment = text.chars().count() as u64;
+                    self.send(increment, text).await;
+                }
+                Pending::Status(status) => self.send(1, status).await,
+            }
         }
     }
 
@@ -113,8 +138,7 @@ impl Progress {
     /// Ends progress before the result goes out: drops what is buffered
     /// and waits out the quiet gap.
     pub async fn finish(mut self) {
-        self.text.clear();
-        self.status = None;
+        self.pending.clear();
         if let Some(last) = self.last_sent {
             tokio::time::sleep_until(last + QUIET_GAP).await;
         }
