@@ -386,3 +386,28 @@ fn success(response: Response, output: OutputKind, job_id: &str) -> CallToolResu
     result.meta = Some(meta);
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_that_cannot_have_been_paid_for_are_retried() {
+        let upstream = |status| PluginError::new(ErrorKind::Upstream, "x").with_status(status);
+        assert!(is_retryable(&upstream(502)));
+        assert!(is_retryable(&PluginError::new(ErrorKind::RateLimited, "x")));
+        assert!(is_retryable(
+            &PluginError::new(ErrorKind::Upstream, "refused").retryable()
+        ));
+        // The request may have reached the upstream and been billed.
+        assert!(!is_retryable(&PluginError::new(ErrorKind::Timeout, "x")));
+        assert!(!is_retryable(&PluginError::new(
+            ErrorKind::Upstream,
+            "broke"
+        )));
+        assert!(!is_retryable(&upstream(400)));
+        // The plugin knows better: a started render, a Codex turn.
+        assert!(!is_retryable(&upstream(503).not_retryable()));
+        assert!(!is_retryable(&PluginError::cancelled()));
+    }
+}
