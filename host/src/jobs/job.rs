@@ -361,7 +361,9 @@ impl Waiter {
     /// caller was handed its id.
     pub fn detach(mut self) {
         self.job.run_in_background();
-        self.job.waiting().count -= 1;
+        let mut waiting = self.job.waiting();
+        waiting.count = waiting.count.saturating_sub(1);
+        drop(waiting);
         self.attached = false;
     }
 }
