@@ -11,12 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::io::BufReader;
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::config::file::ConfigFile;
 use crate::config::{Paths, Settings};
-use crate::ipc::lines::{Frame, read_frame, write_json};
+use crate::ipc::lines::{Frame, FrameReader, write_json};
 use crate::ipc::{ConnectionKind, Hello, HelloAck, IPC_VERSION};
 use crate::jobs::Jobs;
 use crate::limits::Limits;
@@ -213,14 +212,12 @@ async fn handle_connection(stream: UnixStream, daemon: Arc<DaemonState>) {
         return;
     }
     let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    let hello =
-        match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut reader, 64 * 1024))
-            .await
-        {
-            Ok(Ok(Frame::Line(line))) => serde_json::from_slice::<Hello>(&line),
-            _ => return,
-        };
+    // Hellos and control requests are small; a session raises the cap.
+    let mut reader = FrameReader::new(read, 64 * 1024);
+    let hello = match tokio::time::timeout(Duration::from_secs(10), reader.next()).await {
+        Ok(Ok(Frame::Line(line))) => serde_json::from_slice::<Hello>(&line),
+        _ => return,
+    };
     let mut ack = HelloAck {
         ok: true,
         daemon_version: crate::VERSION.to_string(),

@@ -10,12 +10,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use tokio::io::BufReader;
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::config::Paths;
-use crate::ipc::lines::{Frame, read_frame, write_json};
+use crate::ipc::lines::{Frame, FrameReader, write_json};
 use crate::ipc::{Hello, HelloAck};
 
 /// How long a freshly started daemon has to accept connections.
@@ -23,7 +22,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An open, greeted connection to the daemon.
 pub struct Connection {
-    pub reader: BufReader<OwnedReadHalf>,
+    /// Capped at 64 KiB (the hello ack) until the caller raises it.
+    pub reader: FrameReader<OwnedReadHalf>,
     pub writer: OwnedWriteHalf,
     pub ack: HelloAck,
 }
@@ -56,11 +56,11 @@ pub async fn connect(paths: &Paths, hello: &Hello) -> Result<Connection, Connect
         }
     };
     let (read, mut writer) = stream.into_split();
-    let mut reader = BufReader::new(read);
+    let mut reader = FrameReader::new(read, 64 * 1024);
     write_json(&mut writer, hello)
         .await
         .context("daemon closed the connection during hello")?;
-    let ack = match tokio::time::timeout(START_TIMEOUT, read_frame(&mut reader, 64 * 1024)).await {
+    let ack = match tokio::time::timeout(START_TIMEOUT, reader.next()).await {
         Ok(Ok(Frame::Line(line))) => serde_json::from_slice::<HelloAck>(&line)
             .map_err(|e| anyhow!("daemon sent an unreadable hello reply: {e}"))?,
         Ok(_) => {

@@ -3,6 +3,7 @@
 //! both ways ([`relay`]), surviving a daemon restart.
 
 pub mod connect;
+mod downstream;
 mod relay;
 
 use crate::config::Paths;
