@@ -6,6 +6,8 @@
 //!   as soon as the host cancels (used to test cancellation);
 //! - model `faulty-sleep-<ms>`: answers `slept <ms> ms` after that long
 //!   (cancellable), and counts its invocations in `$FAULTY_COUNT_FILE`;
+//! - model `faulty-stubborn-<ms>`: like `faulty-sleep-<ms>` but ignores
+//!   cancellation, as a call stuck in a blocking upstream read does;
 //! - `FAULTY_PANIC_IN=manifest|open` in the daemon's environment: panics there.
 
 use std::time::{Duration, Instant};
@@ -88,6 +90,14 @@ impl Provider for Faulty {
                 }
                 Ok(Response {
                     text: format!("slept {ms} ms"),
+                    ..Response::default()
+                })
+            }
+            other if other.starts_with("faulty-stubborn-") => {
+                let ms: u64 = other["faulty-stubborn-".len()..].parse().unwrap_or(1000);
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(Response {
+                    text: format!("slept {ms} ms, ignoring cancellation"),
                     ..Response::default()
                 })
             }
