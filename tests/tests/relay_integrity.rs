@@ -18,7 +18,7 @@ const SLOW_CALLS: usize = 6;
 const SLOW_WORDS: usize = 300;
 const SLOW_DELAY_MS: &str = "20";
 /// Calls carrying a big message each; the echo plugin answers with it.
-const BIG_CALLS: usize = 24;
+const BIG_CALLS: usize = 20;
 const BIG_BYTES: usize = 2 * 1024 * 1024;
 /// How long one expected message may take on a loaded machine (a bound for
 /// a hang, not a performance assertion).
@@ -39,7 +39,7 @@ fn big_message(seed: u64, len: usize) -> String {
         state ^= state >> 7;
         state ^= state << 17;
         // An occasional space, so the answer streams in a few pieces.
-        if state % 65536 == 0 {
+        if state.is_multiple_of(65536) {
             text.push(' ');
         } else {
             text.push(ALPHABET[(state % ALPHABET.len() as u64) as usize]);

@@ -47,7 +47,7 @@ pub struct Options {
 pub enum StartError {
     #[error("another poe-coded already serves {0}")]
     AlreadyRunning(String),
-    /// A stopping daemon kept the lock for longer than [`LOCK_WAIT`].
+    /// A stopping daemon kept the lock for longer than a new one waits.
     #[error("{0} is still held by a stopping poe-coded after {LOCK_WAIT:?}")]
     LockHeld(String),
     #[error(transparent)]

@@ -70,8 +70,6 @@ struct Upstream {
 pub struct Relay {
     paths: Paths,
     api_key: String,
-    /// The first connection, made by [`Relay::start`].
-    first: Option<Connection>,
     upstream: Option<Upstream>,
     stdin: FrameReader<Input>,
     stdout: Stdout,
@@ -91,10 +89,9 @@ impl Relay {
         let conn = connect_or_start(&paths, &hello).await?;
         let (input, output) = stdio();
         let (stdout, stdout_task) = spawn_stdout(output);
-        Ok(Self {
+        let mut relay = Self {
             paths,
             api_key,
-            first: Some(conn),
             upstream: None,
             stdin: FrameReader::new(input, MAX_MESSAGE_BYTES),
             stdout,
@@ -103,14 +100,13 @@ impl Relay {
             initialized: false,
             in_flight: InFlight::default(),
             replays: 0,
-        })
+        };
+        relay.attach(conn);
+        Ok(relay)
     }
 
     /// Relays until the client closes stdin; returns the exit code.
     pub async fn run(mut self) -> i32 {
-        if let Some(conn) = self.first.take() {
-            self.attach(conn);
-        }
         loop {
             let daemon_gone = async {
                 match self.upstream.as_mut() {
