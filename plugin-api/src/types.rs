@@ -134,8 +134,8 @@ pub struct Options {
     pub parallel_tool_calls: Option<bool>,
 }
 
-/// One call into a provider.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// One call into a provider. Its `Debug` never shows the API key.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Request {
     /// Model or bot name as the user wrote it (routing prefixes already removed).
     pub model: String,
@@ -163,6 +163,43 @@ pub struct Request {
     /// Deadline the host will enforce; plugins may use it to bound their own waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// Stands in for a secret.
+        struct Redacted;
+        impl fmt::Debug for Redacted {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("<redacted>")
+            }
+        }
+        // Destructured so a new field cannot be forgotten here.
+        let Request {
+            model,
+            messages,
+            output,
+            params,
+            options,
+            stream,
+            api_key,
+            cwd,
+            continuation,
+            timeout_ms,
+        } = self;
+        f.debug_struct("Request")
+            .field("model", model)
+            .field("messages", messages)
+            .field("output", output)
+            .field("params", params)
+            .field("options", options)
+            .field("stream", stream)
+            .field("api_key", &api_key.as_ref().map(|_| Redacted))
+            .field("cwd", cwd)
+            .field("continuation", continuation)
+            .field("timeout_ms", timeout_ms)
+            .finish()
+    }
 }
 
 impl Request {
@@ -399,5 +436,36 @@ impl fmt::Display for PluginError {
             write!(f, " (HTTP {status})")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_debug_redacts_the_api_key_and_keeps_the_rest() {
+        let request = Request {
+            model: "echo".into(),
+            messages: vec![Message::user("hello")],
+            api_key: Some("sk-poe-secret-abcdef-9876".into()),
+            cwd: Some("/work".into()),
+            timeout_ms: Some(1500),
+            ..Request::default()
+        };
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(!shown.contains("9876"), "{shown}");
+        assert!(shown.contains("api_key: Some(<redacted>)"), "{shown}");
+        for part in [
+            "model: \"echo\"",
+            "hello",
+            "cwd: Some(\"/work\")",
+            "timeout_ms: Some(1500)",
+        ] {
+            assert!(shown.contains(part), "{part} missing from {shown}");
+        }
+        let none = format!("{:?}", Request::default());
+        assert!(none.contains("api_key: None"), "{none}");
     }
 }

@@ -135,6 +135,14 @@ impl McpClient {
         taken
     }
 
+    /// Removes and returns every message received and not yet consumed.
+    pub fn take_all(&mut self) -> Vec<Value> {
+        while let Ok(message) = self.incoming.try_recv() {
+            self.buffered.push_back(message);
+        }
+        self.buffered.drain(..).collect()
+    }
+
     /// The 2025-11-25 handshake; returns the initialize result.
     pub async fn initialize(&mut self, client_name: &str) -> Value {
         let response = self

@@ -256,3 +256,40 @@ async fn query_streams_one_answer_to_the_terminal() {
     // The session was a client of the shared daemon like any agent.
     assert!(env.status().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shim_started_right_after_stop_is_served_by_a_new_daemon() {
+    let env = TestEnv::new(&["echo-plugin", "faulty-plugin"]);
+    let mut old = env.shim().await;
+    old.initialize("before-stop").await;
+    // A plugin call that ignores cancellation keeps the stopping daemon busy
+    // after its socket is gone; the new daemon must not wait for it.
+    old.send_request(
+        "tools/call",
+        json!({"name": "get_bot_response", "arguments": {"bot_name": "faulty-stubborn-5000", "message": "x"}}),
+    )
+    .await;
+    let status = env.wait_status(Duration::from_secs(30), |s| s["calls_in_flight"] == 1);
+    let old_pid = status["pid"].as_u64().unwrap();
+
+    let out = env.run("poe-coded", &["stop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut shim = env.shim().await;
+    let init = shim.initialize("after-stop").await;
+    assert_eq!(init["result"]["serverInfo"]["name"], "poe-code", "{init}");
+    let answer = shim
+        .call_tool(
+            "get_bot_response",
+            json!({"bot_name": "echo", "message": "a new daemon"}),
+        )
+        .await;
+    assert_eq!(result_text(&answer), "a new daemon");
+    let new_pid = env.status().expect("the new daemon serves")["pid"]
+        .as_u64()
+        .unwrap();
+    assert_ne!(old_pid, new_pid, "the stopped daemon still serves");
+}

@@ -1,8 +1,13 @@
 //! The smallest complete poe-code provider: it answers any `echo` model by
 //! streaming the last user message back, word by word.
 //!
+//! The bot parameter `delay_ms` pauses that long before each word (the call
+//! stays cancellable), so tests can make an answer stream slowly.
+//!
 //! Copy this crate to start a plugin of your own: implement
 //! [`Provider`] and export it with one `export_provider!` line.
+
+use std::time::{Duration, Instant};
 
 use poe_plugin_api::{
     Capability, Config, ErrorKind, Event, Manifest, PluginError, Provider, RateLimit, Request,
@@ -45,11 +50,18 @@ impl Provider for Echo {
             .find(|m| m.role == Role::User)
             .map(|m| m.content.clone())
             .ok_or_else(|| PluginError::new(ErrorKind::InvalidRequest, "no user message"))?;
+        let delay = match request.params.get("delay_ms") {
+            Some(ms) => Duration::from_millis(ms.parse().map_err(|_| {
+                PluginError::new(
+                    ErrorKind::InvalidRequest,
+                    format!("delay_ms must be a whole number of milliseconds, not {ms:?}"),
+                )
+            })?),
+            None => Duration::ZERO,
+        };
         let mut text = self.prefix.clone();
         for (i, word) in prompt.split(' ').enumerate() {
-            if sink.is_cancelled() {
-                return Err(PluginError::cancelled());
-            }
+            pause(delay, sink)?;
             let piece = if i == 0 {
                 word.to_string()
             } else {
@@ -74,6 +86,21 @@ impl Provider for Echo {
             model: Some(request.model),
             ..Response::default()
         })
+    }
+}
+
+/// Waits `delay`, returning early with `cancelled` when the host cancels.
+fn pause(delay: Duration, sink: &Sink) -> Result<(), PluginError> {
+    let until = Instant::now() + delay;
+    loop {
+        if sink.is_cancelled() {
+            return Err(PluginError::cancelled());
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(left.min(Duration::from_millis(10)));
     }
 }
 

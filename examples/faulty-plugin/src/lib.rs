@@ -8,6 +8,8 @@
 //!   (cancellable), and counts its invocations in `$FAULTY_COUNT_FILE`;
 //! - model `faulty-stream-<ms>`: streams `tick N` every 50 ms for that long,
 //!   then answers with all it streamed (progress coalescing tests);
+//! - model `faulty-stubborn-<ms>`: like `faulty-sleep-<ms>` but ignores
+//!   cancellation, as a call stuck in a blocking upstream read does;
 //! - `FAULTY_PANIC_IN=manifest|open` in the daemon's environment: panics there.
 
 use std::time::{Duration, Instant};
@@ -114,6 +116,14 @@ impl Provider for Faulty {
                 }
                 Ok(Response {
                     text: format!("slept {ms} ms"),
+                    ..Response::default()
+                })
+            }
+            other if other.starts_with("faulty-stubborn-") => {
+                let ms: u64 = other["faulty-stubborn-".len()..].parse().unwrap_or(1000);
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(Response {
+                    text: format!("slept {ms} ms, ignoring cancellation"),
                     ..Response::default()
                 })
             }

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Paths};
 use crate::daemon::{self as server, StartError};
-use crate::ipc::lines::{Frame, read_frame, write_json};
+use crate::ipc::lines::{Frame, write_json};
 use crate::ipc::status::Status;
 use crate::ipc::{ConnectionKind, ControlReply, ControlRequest, Hello};
 use crate::shim::connect::{ConnectError, connect};
@@ -123,7 +123,8 @@ async fn control(paths: &Paths, request: ControlRequest) -> Result<ControlReply,
     write_json(&mut conn.writer, &request)
         .await
         .map_err(|e| ConnectError::Other(e.into()))?;
-    match read_frame(&mut conn.reader, 64 * 1024 * 1024).await {
+    conn.reader.set_max(64 * 1024 * 1024);
+    match conn.reader.next().await {
         Ok(Frame::Line(line)) => serde_json::from_slice(&line)
             .map_err(|e| ConnectError::Other(anyhow::anyhow!("unreadable reply: {e}"))),
         _ => Err(ConnectError::Other(anyhow::anyhow!(

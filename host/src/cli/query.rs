@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::config::Paths;
 use crate::config::credentials;
-use crate::ipc::lines::{Frame, read_frame, write_json};
+use crate::ipc::lines::{Frame, write_json};
 use crate::ipc::{ConnectionKind, Hello};
 use crate::mcp::call::STATUS_PREFIX;
 use crate::shim::NO_CREDENTIALS;
@@ -48,8 +48,9 @@ pub async fn run(paths: Paths, bot: String, prompt: String) -> anyhow::Result<i3
     let mut stdout = std::io::stdout().lock();
     // What was printed from progress; the result carries the whole text.
     let mut streamed = String::new();
+    conn.reader.set_max(1 << 30);
     loop {
-        let line = match read_frame(&mut conn.reader, 1 << 30).await? {
+        let line = match conn.reader.next().await? {
             Frame::Line(line) => line,
             _ => anyhow::bail!("the daemon closed the connection before answering"),
         };

@@ -2,19 +2,19 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::state::DaemonState;
-use crate::ipc::lines::{Frame, read_frame, write_json};
+use crate::ipc::lines::{Frame, FrameReader, write_json};
 use crate::ipc::{ControlReply, ControlRequest, ReloadOutcome};
 
 /// Answers one control request.
-pub async fn serve<R, W>(mut reader: R, mut writer: W, daemon: Arc<DaemonState>)
+pub async fn serve<R, W>(mut reader: FrameReader<R>, mut writer: W, daemon: Arc<DaemonState>)
 where
-    R: AsyncBufRead + Unpin,
+    R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let reply = match read_frame(&mut reader, 64 * 1024).await {
+    let reply = match reader.next().await {
         Ok(Frame::Line(line)) => match serde_json::from_slice::<ControlRequest>(&line) {
             Ok(ControlRequest::Status) => {
                 let daemon = daemon.clone();

@@ -1,27 +1,39 @@
 //! `poe-coded`: the shared daemon. One per user and state dir, guarded by an
 //! exclusive lock; listens on `$POE_CODE_HOME/run/poe-coded.sock` and serves
 //! an MCP session per shim connection plus control requests.
+//!
+//! Handover: a daemon that stops removes its socket first and releases the
+//! lock within [`SHUTDOWN_GRACE`] (plus a store flush); a daemon started
+//! meanwhile finds the lock held and nobody serving, and waits for it.
 
 pub mod control;
 pub mod framing;
 pub mod session;
 pub mod state;
 
+use std::fs::{File, TryLockError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::io::BufReader;
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::config::file::ConfigFile;
 use crate::config::{Paths, Settings};
-use crate::ipc::lines::{Frame, read_frame, write_json};
+use crate::ipc::lines::{Frame, FrameReader, write_json};
 use crate::ipc::{ConnectionKind, Hello, HelloAck, IPC_VERSION};
 use crate::jobs::Jobs;
 use crate::limits::Limits;
 use crate::plugins::Registry;
 use state::DaemonState;
+
+/// How long a stopping daemon gives its sessions and jobs to wind down (and
+/// record how they ended) before it hands the state dir to a new daemon.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+/// Bound on the final store flush (normally milliseconds).
+const FLUSH_GRACE: Duration = Duration::from_secs(2);
+/// How long a new daemon waits for a stopping one to release the lock.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// How the daemon was started.
 #[derive(Debug, Clone)]
@@ -35,6 +47,9 @@ pub struct Options {
 pub enum StartError {
     #[error("another poe-coded already serves {0}")]
     AlreadyRunning(String),
+    /// A stopping daemon kept the lock for longer than a new one waits.
+    #[error("{0} is still held by a stopping poe-coded after {LOCK_WAIT:?}")]
+    LockHeld(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -44,18 +59,15 @@ pub async fn run(paths: Paths, options: Options) -> Result<(), StartError> {
     let run_dir = paths
         .ensure_run_dir()
         .with_context(|| format!("cannot create {}", paths.run_dir().display()))?;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(paths.daemon_lock())
-        .with_context(|| format!("cannot open {}", paths.daemon_lock().display()))?;
-    // Held for the life of the process: exactly one daemon per state dir.
-    if lock.try_lock().is_err() {
-        return Err(StartError::AlreadyRunning(
-            paths.socket().display().to_string(),
-        ));
-    }
+    // Plugins load while we wait for a stopping daemon's lock: they need no
+    // lock (each process maps copies of its own), and a handover is then
+    // only as slow as the old daemon's grace.
+    let loading = tokio::task::spawn_blocking({
+        let paths = paths.clone();
+        move || Arc::new(Registry::load(&paths))
+    });
+    // Held until the state dir is handed over: one daemon per state dir.
+    let lock = take_lock(&paths).await?;
     let socket = paths.socket();
     // We hold the lock, so any socket file left is from a daemon that died.
     let _ = std::fs::remove_file(&socket);
@@ -74,12 +86,7 @@ pub async fn run(paths: Paths, options: Options) -> Result<(), StartError> {
         "poe-coded listening"
     );
 
-    let registry = tokio::task::spawn_blocking({
-        let paths = paths.clone();
-        move || Arc::new(Registry::load(&paths))
-    })
-    .await
-    .context("plugin loading failed")?;
+    let registry = loading.await.context("plugin loading failed")?;
     let jobs = tokio::task::spawn_blocking({
         let db = paths.state_db();
         move || Jobs::open(&db)
@@ -135,17 +142,57 @@ pub async fn run(paths: Paths, options: Options) -> Result<(), StartError> {
     // Stop accepting first, so a shim that connects now starts a new daemon.
     drop(listener);
     let _ = std::fs::remove_file(&socket);
-    let _ = tokio::time::timeout(Duration::from_secs(3), async {
-        while connections.join_next().await.is_some() {}
-    })
+    // Sessions' calls were cancelled with `shutdown`; background jobs are
+    // cancelled here. Those that stop within the grace end as cancelled
+    // (with their text so far); a plugin that ignores cancellation longer
+    // leaves its job to be marked interrupted by the next daemon, which is
+    // waiting for our lock.
+    let sessions = async { while connections.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(
+        SHUTDOWN_GRACE,
+        futures::future::join(sessions, daemon.jobs.cancel_all(SHUTDOWN_GRACE)),
+    )
     .await;
-    // Running jobs end as cancelled (with their text so far) rather than
-    // being found "interrupted" by the next daemon.
-    daemon.jobs.cancel_all(Duration::from_secs(3)).await;
     let flushed = daemon.clone();
-    let _ = tokio::task::spawn_blocking(move || flushed.jobs.flush()).await;
+    let flush = tokio::task::spawn_blocking(move || flushed.jobs.flush());
+    if tokio::time::timeout(FLUSH_GRACE, flush).await.is_err() {
+        tracing::warn!(grace = ?FLUSH_GRACE, "store flush still running at handover");
+    }
     drop(lock);
+    tracing::info!("state dir released");
     Ok(())
+}
+
+/// Takes the daemon lock, waiting while a stopping daemon still holds it.
+async fn take_lock(paths: &Paths) -> Result<File, StartError> {
+    let path = paths.daemon_lock();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(e)) => {
+                return Err(anyhow::anyhow!("cannot lock {}: {e}", path.display()).into());
+            }
+        }
+        // The holder either serves (we are not needed) or is stopping: it
+        // removed its socket before releasing the lock.
+        if std::os::unix::net::UnixStream::connect(paths.socket()).is_ok() {
+            return Err(StartError::AlreadyRunning(
+                paths.socket().display().to_string(),
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(StartError::LockHeld(path.display().to_string()));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn watch_idle(daemon: Arc<DaemonState>) {
@@ -213,14 +260,12 @@ async fn handle_connection(stream: UnixStream, daemon: Arc<DaemonState>) {
         return;
     }
     let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    let hello =
-        match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut reader, 64 * 1024))
-            .await
-        {
-            Ok(Ok(Frame::Line(line))) => serde_json::from_slice::<Hello>(&line),
-            _ => return,
-        };
+    // Hellos and control requests are small; a session raises the cap.
+    let mut reader = FrameReader::new(read, 64 * 1024);
+    let hello = match tokio::time::timeout(Duration::from_secs(10), reader.next()).await {
+        Ok(Ok(Frame::Line(line))) => serde_json::from_slice::<Hello>(&line),
+        _ => return,
+    };
     let mut ack = HelloAck {
         ok: true,
         daemon_version: crate::VERSION.to_string(),

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::service::{RoleServer, serve_server_with_ct};
 use rmcp::transport::Transport;
-use tokio::io::{AsyncBufRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{self, Inbound};
 use super::state::DaemonState;
-use crate::ipc::lines::{Frame, read_frame, write_owned_line};
+use crate::ipc::lines::{Frame, FrameReader, write_owned_line};
 use crate::ipc::{Hello, MAX_MESSAGE_BYTES};
 use crate::mcp::PoeServer;
 
@@ -55,15 +55,20 @@ impl Transport<RoleServer> for SessionTransport {
 }
 
 /// Serves one MCP session until the client disconnects or the daemon stops.
-pub async fn serve<R, W>(reader: R, writer: W, hello: Hello, daemon: Arc<DaemonState>)
-where
-    R: AsyncBufRead + Unpin + Send + 'static,
+pub async fn serve<R, W>(
+    mut reader: FrameReader<R>,
+    writer: W,
+    hello: Hello,
+    daemon: Arc<DaemonState>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let session = daemon.open_session(&hello);
     let session_id = session.id;
     tracing::info!(session = session_id, shim_pid = hello.pid, "session opened");
 
+    reader.set_max(MAX_MESSAGE_BYTES);
     let (outbox, mut outgoing) = mpsc::channel::<Vec<u8>>(256);
     let writer_task = tokio::spawn(async move {
         let mut writer = writer;
@@ -108,15 +113,15 @@ where
     daemon.close_session(session_id);
 }
 
-async fn read_loop<R: AsyncBufRead + Unpin>(
-    mut reader: R,
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: FrameReader<R>,
     inbound: mpsc::Sender<ClientJsonRpcMessage>,
     outbox: Outbox,
     calls: CancellationToken,
     session_id: u64,
 ) {
     loop {
-        let frame = match read_frame(&mut reader, MAX_MESSAGE_BYTES).await {
+        let frame = match reader.next().await {
             Ok(frame) => frame,
             Err(e) => {
                 tracing::debug!(session = session_id, error = %e, "session read failed");

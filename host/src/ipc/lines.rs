@@ -1,9 +1,14 @@
-//! Newline-delimited framing with a size cap, used on both ends of the socket.
+//! Newline-delimited framing with a size cap, used on both ends of the socket
+//! and on the shim's stdio.
 //!
 //! An over-long line is discarded up to its newline and reported, so one bad
-//! message never desynchronises or kills the connection.
+//! message never desynchronises or kills the connection. The partial line
+//! lives in the [`FrameReader`], not in the future reading it, so a read that
+//! loses a `select!` race loses no bytes (as mini-redis's `Connection`).
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use std::io;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 /// One frame read from a stream.
 #[derive(Debug, PartialEq, Eq)]
@@ -16,43 +21,79 @@ pub enum Frame {
     Eof,
 }
 
-/// Reads the next line of at most `max` bytes.
-pub async fn read_frame<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
+/// Reads newline-delimited frames of at most `max` bytes from a stream.
+pub struct FrameReader<R> {
+    inner: BufReader<R>,
+    /// The line read so far.
+    line: Vec<u8>,
+    /// Bytes of an over-long line dropped so far (0: not in one).
+    discarded: usize,
     max: usize,
-) -> std::io::Result<Frame> {
-    let mut line = Vec::new();
-    let mut discarded = 0usize;
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            // EOF: a final unterminated line still counts as a message.
-            return Ok(if discarded > 0 {
-                Frame::TooLong { len: discarded }
-            } else if line.is_empty() {
-                Frame::Eof
-            } else {
-                Frame::Line(trim_cr(line))
-            });
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader of lines up to `max` bytes.
+    pub fn new(read: R, max: usize) -> Self {
+        Self::with_capacity(64 * 1024, read, max)
+    }
+
+    /// Like [`Self::new`] with a read buffer of `capacity` bytes.
+    pub fn with_capacity(capacity: usize, read: R, max: usize) -> Self {
+        Self {
+            inner: BufReader::with_capacity(capacity, read),
+            line: Vec::new(),
+            discarded: 0,
+            max,
         }
-        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (&available[..i], Some(i + 1)),
-            None => (available, None),
-        };
-        if discarded > 0 || line.len() + chunk.len() > max {
-            discarded += line.len() + chunk.len();
-            line = Vec::new();
+    }
+
+    /// Changes the cap for lines not yet started.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
+    /// Reads the next frame.
+    ///
+    /// Cancel-safe: the only await is `fill_buf`, which keeps what it read
+    /// in the buffer; bytes leave the buffer (`consume`) in the same poll
+    /// that appends them to `self.line`.
+    pub async fn next(&mut self) -> io::Result<Frame> {
+        loop {
+            let available = self.inner.fill_buf().await?;
+            if available.is_empty() {
+                // EOF: a final unterminated line still counts as a message.
+                return Ok(if self.line.is_empty() && self.discarded == 0 {
+                    Frame::Eof
+                } else {
+                    self.take()
+                });
+            }
+            let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (&available[..i], Some(i + 1)),
+                None => (available, None),
+            };
+            if self.discarded > 0 || self.line.len() + chunk.len() > self.max {
+                self.discarded += self.line.len() + chunk.len();
+                self.line = Vec::new();
+            } else {
+                self.line.extend_from_slice(chunk);
+            }
+            let consumed = done.unwrap_or(available.len());
+            self.inner.consume(consumed);
+            if done.is_some() {
+                return Ok(self.take());
+            }
+        }
+    }
+
+    /// The frame ended by a newline or EOF; resets for the next one.
+    fn take(&mut self) -> Frame {
+        let discarded = std::mem::take(&mut self.discarded);
+        let line = std::mem::take(&mut self.line);
+        if discarded > 0 {
+            Frame::TooLong { len: discarded }
         } else {
-            line.extend_from_slice(chunk);
-        }
-        let consumed = done.unwrap_or(available.len());
-        reader.consume(consumed);
-        if done.is_some() {
-            return Ok(if discarded > 0 {
-                Frame::TooLong { len: discarded }
-            } else {
-                Frame::Line(trim_cr(line))
-            });
+            Frame::Line(trim_cr(line))
         }
     }
 }
@@ -98,10 +139,10 @@ mod tests {
     use super::*;
 
     async fn frames(input: &[u8], max: usize) -> Vec<Frame> {
-        let mut reader = tokio::io::BufReader::with_capacity(4, input);
+        let mut reader = FrameReader::with_capacity(4, input, max);
         let mut out = Vec::new();
         loop {
-            let frame = read_frame(&mut reader, max).await.unwrap();
+            let frame = reader.next().await.unwrap();
             let eof = frame == Frame::Eof;
             out.push(frame);
             if eof {
@@ -132,6 +173,72 @@ mod tests {
             vec![
                 Frame::TooLong { len: 16 },
                 Frame::Line(b"ok".to_vec()),
+                Frame::Eof
+            ]
+        );
+    }
+
+    /// Delivers its bytes `chunk` at a time, answering `Pending` before each.
+    struct Trickle {
+        data: Vec<u8>,
+        pos: usize,
+        chunk: usize,
+        ready: bool,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            if !self.ready {
+                self.ready = true;
+                cx.waker().wake_by_ref();
+                return std::task::Poll::Pending;
+            }
+            self.ready = false;
+            let end = (self.pos + self.chunk)
+                .min(self.data.len())
+                .min(self.pos + buf.remaining());
+            buf.put_slice(&self.data[self.pos..end]);
+            self.pos = end;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_that_loses_a_select_race_loses_no_bytes() {
+        let whole: Vec<u8> = (0..50u8).map(|i| b'a' + i % 26).collect();
+        let mut input = whole.clone();
+        input.push(b'\n');
+        input.extend_from_slice(&[b'x'; 100]);
+        input.extend_from_slice(b"\nlast");
+        let trickle = Trickle {
+            data: input,
+            pos: 0,
+            chunk: 3,
+            ready: false,
+        };
+        let mut reader = FrameReader::with_capacity(16, trickle, 64);
+        let mut got = Vec::new();
+        let mut lost_races = 0;
+        while got.last() != Some(&Frame::Eof) {
+            // The other branch wins whenever the read has to wait, which
+            // drops the read future between every two chunks.
+            tokio::select! {
+                biased;
+                frame = reader.next() => got.push(frame.unwrap()),
+                () = std::future::ready(()) => lost_races += 1,
+            }
+        }
+        assert!(lost_races > 50, "the read was never interrupted");
+        assert_eq!(
+            got,
+            vec![
+                Frame::Line(whole),
+                Frame::TooLong { len: 100 },
+                Frame::Line(b"last".to_vec()),
                 Frame::Eof
             ]
         );

@@ -26,8 +26,8 @@ pub enum ConnectionKind {
     Control,
 }
 
-/// First line a client sends.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// First line a client sends. Its `Debug` shows the key's fingerprint only.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Hello {
     /// [`IPC_VERSION`] of the sender.
     pub ipc: u32,
@@ -57,6 +57,33 @@ impl Hello {
                 .map(|p| p.to_string_lossy().into_owned()),
             api_key,
         }
+    }
+}
+
+impl std::fmt::Debug for Hello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured so a new field cannot be forgotten here.
+        let Hello {
+            ipc,
+            kind,
+            version,
+            pid,
+            cwd,
+            api_key,
+        } = self;
+        f.debug_struct("Hello")
+            .field("ipc", ipc)
+            .field("kind", kind)
+            .field("version", version)
+            .field("pid", pid)
+            .field("cwd", cwd)
+            .field(
+                "api_key",
+                &api_key
+                    .as_deref()
+                    .map(crate::config::credentials::fingerprint),
+            )
+            .finish()
     }
 }
 
@@ -107,4 +134,22 @@ pub struct ControlReply {
     pub reloaded: Vec<ReloadOutcome>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_debug_shows_a_fingerprint_not_the_key() {
+        let hello = Hello::new(
+            ConnectionKind::Mcp,
+            Some("sk-poe-secret-abcdef-9876".into()),
+        );
+        let shown = format!("{hello:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("…9876"), "{shown}");
+        assert!(shown.contains(&format!("pid: {}", hello.pid)), "{shown}");
+        assert!(shown.contains("kind: Mcp"), "{shown}");
+    }
 }

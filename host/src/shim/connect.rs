@@ -2,7 +2,10 @@
 //!
 //! Starting is race-free: shims serialise on `run/spawn.lock`, re-check the
 //! socket under the lock, and the daemon itself holds `run/poe-coded.lock`
-//! for its whole life, so however many shims start at once, one daemon runs.
+//! until it hands the state dir over, so however many shims start at once,
+//! one daemon runs. A daemon started while the previous one is still
+//! stopping waits for its lock (see [`crate::daemon`]), so a shim that
+//! starts right after `poe-coded stop` or an idle exit is served at once.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,20 +13,22 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use tokio::io::BufReader;
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::config::Paths;
-use crate::ipc::lines::{Frame, read_frame, write_json};
+use crate::ipc::lines::{Frame, FrameReader, write_json};
 use crate::ipc::{Hello, HelloAck};
 
 /// How long a freshly started daemon has to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Daemons started in one attempt to connect, at most.
+const MAX_STARTS: u32 = 3;
 
 /// An open, greeted connection to the daemon.
 pub struct Connection {
-    pub reader: BufReader<OwnedReadHalf>,
+    /// Capped at 64 KiB (the hello ack) until the caller raises it.
+    pub reader: FrameReader<OwnedReadHalf>,
     pub writer: OwnedWriteHalf,
     pub ack: HelloAck,
 }
@@ -56,11 +61,11 @@ pub async fn connect(paths: &Paths, hello: &Hello) -> Result<Connection, Connect
         }
     };
     let (read, mut writer) = stream.into_split();
-    let mut reader = BufReader::new(read);
+    let mut reader = FrameReader::new(read, 64 * 1024);
     write_json(&mut writer, hello)
         .await
         .context("daemon closed the connection during hello")?;
-    let ack = match tokio::time::timeout(START_TIMEOUT, read_frame(&mut reader, 64 * 1024)).await {
+    let ack = match tokio::time::timeout(START_TIMEOUT, reader.next()).await {
         Ok(Ok(Frame::Line(line))) => serde_json::from_slice::<HelloAck>(&line)
             .map_err(|e| anyhow!("daemon sent an unreadable hello reply: {e}"))?,
         Ok(_) => {
@@ -111,7 +116,8 @@ pub async fn connect_or_start(paths: &Paths, hello: &Hello) -> anyhow::Result<Co
         Err(ConnectError::NotRunning(_)) => {}
         Err(ConnectError::Other(e)) => return Err(e),
     }
-    let exited = start_daemon(paths)?;
+    let mut exited = start_daemon(paths)?;
+    let mut starts = 1;
     let deadline = Instant::now() + START_TIMEOUT;
     let mut delay = Duration::from_millis(2);
     loop {
@@ -123,13 +129,19 @@ pub async fn connect_or_start(paths: &Paths, hello: &Hello) -> anyhow::Result<Co
             Err(ConnectError::Other(e)) => return Err(e),
             Err(ConnectError::NotRunning(_)) => {}
         }
-        if let Ok(status) = exited.try_recv()
-            && !status.success()
-        {
-            bail!(
-                "poe-coded exited with {status} while starting; see {}",
-                stderr_log(paths).display()
-            );
+        if let Ok(status) = exited.try_recv() {
+            if !status.success() {
+                bail!(
+                    "poe-coded exited with {status} while starting; see {}",
+                    stderr_log(paths).display()
+                );
+            }
+            // It found another daemon serving, which is gone again (idle
+            // exit, stop): start one more rather than wait for nothing.
+            if starts < MAX_STARTS {
+                exited = start_daemon(paths)?;
+                starts += 1;
+            }
         }
         if Instant::now() > deadline {
             bail!(

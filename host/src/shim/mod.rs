@@ -1,8 +1,10 @@
 //! `poe-code mcp run`: the stdio shim an agent starts. It holds no MCP logic:
 //! it checks credentials, reaches the daemon ([`connect`]) and relays lines
-//! both ways ([`relay`]), surviving a daemon restart.
+//! both ways (client → daemon in `relay`, daemon → client in
+//! `downstream`), surviving a daemon restart.
 
 pub mod connect;
+mod downstream;
 mod relay;
 
 use crate::config::Paths;
