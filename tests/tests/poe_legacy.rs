@@ -97,7 +97,8 @@ async fn legacy_prefix_routes_to_the_bot_and_text_streams() {
         .iter()
         .filter_map(|n| n["params"]["message"].as_str().map(str::to_string))
         .collect();
-    assert_eq!(streamed, "Hello from the bot");
+    // Coalesced, and stopped once the result (the whole text) is in.
+    assert!("Hello from the bot".starts_with(&streamed), "{streamed:?}");
 
     // The bot got its own name (prefix removed), the key and the query.
     let sent = requests_to(&server, "Claude-3-Opus").await;

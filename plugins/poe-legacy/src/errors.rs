@@ -5,11 +5,9 @@
 //!   bot, rate limit, server trouble), mapped like the rest of Poe's API;
 //! - an `error` event inside the stream. fastapi_poe raises `BotErrorNoRetry`
 //!   when its `allow_retry` is false and `BotError` (retried) otherwise, so
-//!   `allow_retry: false` becomes an error the host never retries (a request
-//!   error, or `upstream` with the stream's own 2xx status: the host retries
-//!   `upstream` only without a status or with a 5xx one), and
-//!   `allow_retry: true` becomes `upstream` without a status, which it may
-//!   retry. `error_type` refines the kind where fastapi_poe defines one
+//!   `allow_retry: false` becomes an error the host never retries (marked
+//!   final), and `allow_retry: true` becomes `upstream` marked retryable: the
+//!   bot itself says sending the query again is fine. `error_type` refines the kind where fastapi_poe defines one
 //!   (`user_message_too_long`, `insufficient_fund`, `user_caused_error`,
 //!   `privacy_authorization_error`);
 //! - transport failures and streams that break the protocol.
@@ -189,7 +187,8 @@ pub(crate) fn from_error_event(bot: &str, status: u16, data: &Map<String, Value>
         _ if allow_retry => PluginError::new(
             ErrorKind::Upstream,
             message(&format!("{bot} reported an error (may be retried)")),
-        ),
+        )
+        .retryable(),
         _ => PluginError::new(
             ErrorKind::Upstream,
             message(&format!("{bot} reported an error (no retry allowed)")),
@@ -278,9 +277,13 @@ mod tests {
         assert!(no_retry.message.contains("nope"));
         let retry = from_error_event("B", 200, &event(json!({"allow_retry": true, "text": "x"})));
         assert_eq!(retry.kind, ErrorKind::Upstream);
-        assert_eq!(retry.status, None, "no status: the host may retry");
+        assert_eq!(retry.retryable, Some(true), "the bot allows a retry");
+        assert_eq!(no_retry.retryable, Some(false));
         // fastapi_poe's default when the field is missing is to allow retries.
-        assert_eq!(from_error_event("B", 200, &event(json!({}))).status, None);
+        assert_eq!(
+            from_error_event("B", 200, &event(json!({}))).retryable,
+            Some(true)
+        );
     }
 
     #[test]
