@@ -55,7 +55,7 @@ fn every_part_of_the_workspace_builds_shared_dependencies_as_the_whole_does() {
     for plugin in ["poe-openai", "poe-legacy", "codex-cli", "echo-plugin"] {
         selections.push((
             format!("plugins install {plugin}"),
-            vec!["--lib".into(), format!("-p{plugin}")],
+            vec![format!("-p{plugin}")],
         ));
     }
     let mut differences = Vec::new();
