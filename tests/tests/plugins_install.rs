@@ -259,4 +259,36 @@ async fn a_plugin_dir_that_install_creates_after_the_daemon_started_is_loaded() 
             .as_array()
             .is_some_and(|p| p.iter().any(|p| p["id"] == "older"))
     });
+
+    // The dir moved away: its plugins retire, its parent is watched again,
+    // and installing once more brings the dir and the plugin back.
+    std::fs::rename(&later, later.with_file_name("plugins.old")).unwrap();
+    let status = env.wait_status(Duration::from_secs(10), |s| {
+        s["plugins"].as_array().is_some_and(Vec::is_empty)
+    });
+    assert_eq!(
+        status["plugin_dirs"][0]["watching"],
+        env.plugin_dir().join("later").display().to_string()
+    );
+    let out = env.run(
+        "poe-code",
+        &["plugins", "install", library.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.wait_status(Duration::from_secs(10), |s| {
+        s["plugins"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["id"] == "echo"))
+    });
+    let answer = shim
+        .call_tool(
+            "get_bot_response",
+            json!({"bot_name": "echo", "message": "back"}),
+        )
+        .await;
+    assert_eq!(result_text(&answer), "back", "{answer}");
 }

@@ -136,10 +136,11 @@ impl DirWatches {
             .map(Path::to_path_buf)
     }
 
-    /// Brings the watches in line with the file system; returns whether a
-    /// plugin dir became watched itself (its files must then be loaded).
+    /// Brings the watches in line with the file system; returns whether
+    /// they changed, so that the plugin files must be looked at again (a dir
+    /// that appeared holds files to load, one that went away plugins to retire).
     fn refresh(&mut self, registry: &Registry) -> bool {
-        let mut appeared = false;
+        let initial = self.targets.clone();
         // A dir created between looking and watching would be missed, so
         // look again after each change until nothing moves.
         for _ in 0..8 {
@@ -171,7 +172,6 @@ impl DirWatches {
                 let target = wanted.get(dir).filter(|t| !failed.contains(*t));
                 if target.is_some_and(|t| t == dir) && self.targets.get(dir) != Some(dir) {
                     tracing::info!(dir = %dir.display(), "watching plugin dir");
-                    appeared = true;
                 } else if target.is_some_and(|t| t != dir) && self.targets.get(dir) != target {
                     tracing::info!(
                         dir = %dir.display(),
@@ -186,7 +186,7 @@ impl DirWatches {
                 .filter(|(_, t)| !failed.contains(t))
                 .collect();
         }
-        appeared
+        self.targets != initial
     }
 }
 
