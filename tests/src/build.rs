@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// Packages whose artifacts the tests need.
-const PACKAGES: &[&str] = &[
+/// Packages whose artifacts the tests need. Built as a subset of the
+/// workspace, they reuse what a workspace build (or the demo's) compiled:
+/// tests/workspace-hack gives every subset the same dependency features.
+pub const PACKAGES: &[&str] = &[
     "poe-code",
     "poe-openai",
     "poe-legacy",

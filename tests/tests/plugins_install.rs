@@ -1,7 +1,9 @@
 //! `poe-code plugins install` as a plugin author runs it: build a plugin
 //! crate, check it, copy it into the plugin dir of a running daemon, and the
 //! next call reaches it; anything the daemon would refuse is refused up
-//! front and leaves the plugin dir as it was.
+//! front and leaves the plugin dir as it was. A newcomer's daemon without
+//! plugins says where it looked and how to install them, and picks up a
+//! plugin dir that `install` creates after it started.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -126,4 +128,167 @@ fn a_plugin_dir_writable_by_others_is_refused() {
     assert!(!out.status.success());
     assert!(stderr.contains("writable by other users"), "{stderr}");
     assert!(plugin_dir_files(&env).is_empty());
+}
+
+/// The command README gives for the bundled plugins.
+const INSTALL_BUNDLED: &str =
+    "poe-code plugins install plugins/poe-openai plugins/poe-legacy plugins/codex-cli";
+
+#[tokio::test]
+async fn without_plugins_calls_and_status_name_the_dirs_searched_and_the_install_command() {
+    let env = TestEnv::new(&[]);
+    let missing = env.plugin_dir().join("not-yet");
+    let env = env.with_var("POE_CODE_PLUGIN_DIR", missing.display().to_string());
+    let mut shim = env.shim().await;
+    shim.initialize("newcomer").await;
+    let answer = shim
+        .call_tool(
+            "get_bot_response",
+            json!({"bot_name": "Claude-Sonnet-4.5", "message": "hi"}),
+        )
+        .await;
+    assert_eq!(
+        error_code(&answer).as_deref(),
+        Some("MODEL_NOT_FOUND"),
+        "{answer}"
+    );
+    let text = result_text(&answer);
+    assert!(
+        text.contains(&format!("{} (missing)", missing.display())),
+        "{text}"
+    );
+    assert!(text.contains(INSTALL_BUNDLED), "{text}");
+
+    let status = env.status().unwrap();
+    let dir = &status["plugin_dirs"][0];
+    assert_eq!(dir["path"], missing.display().to_string());
+    assert_eq!(dir["exists"], false);
+    // Watched through its parent until it exists.
+    assert_eq!(dir["watching"], env.plugin_dir().display().to_string());
+    assert!(
+        status["plugins_hint"]
+            .as_str()
+            .unwrap()
+            .contains(INSTALL_BUNDLED)
+    );
+
+    let human = env.run("poe-coded", &["status"]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains("plugins (0, 0 libraries mapped):"),
+        "{human}"
+    );
+    assert!(
+        human.contains(&format!(
+            "searched:   {} (missing; watching {} for it)",
+            missing.display(),
+            env.plugin_dir().display()
+        )),
+        "{human}"
+    );
+    assert!(human.contains(INSTALL_BUNDLED), "{human}");
+}
+
+#[tokio::test]
+async fn a_plugin_dir_that_install_creates_after_the_daemon_started_is_loaded() {
+    let env = TestEnv::new(&[]);
+    // Two levels missing: the watch has to follow the dirs as they appear.
+    let later = env.plugin_dir().join("later/plugins");
+    let env = env.with_var("POE_CODE_PLUGIN_DIR", later.display().to_string());
+    let mut shim = env.shim().await;
+    shim.initialize("newcomer").await;
+    let before = shim
+        .call_tool(
+            "get_bot_response",
+            json!({"bot_name": "echo", "message": "x"}),
+        )
+        .await;
+    assert_eq!(
+        error_code(&before).as_deref(),
+        Some("MODEL_NOT_FOUND"),
+        "{before}"
+    );
+
+    // `install` creates the dir (it is the first of POE_CODE_PLUGIN_DIR).
+    let library = build::plugin_library("echo-plugin");
+    let out = env.run(
+        "poe-code",
+        &["plugins", "install", library.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(later.join("libecho_plugin.so").is_file());
+
+    let status = env.wait_status(Duration::from_secs(10), |s| {
+        s["plugins"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["id"] == "echo"))
+    });
+    assert_eq!(
+        status["plugin_dirs"][0]["watching"],
+        later.display().to_string()
+    );
+    assert!(status["plugins_hint"].is_null());
+    let answer = shim
+        .call_tool(
+            "get_bot_response",
+            json!({"bot_name": "echo", "message": "found it"}),
+        )
+        .await;
+    assert_eq!(result_text(&answer), "found it", "{answer}");
+
+    // Watched itself now: a second plugin dropped in is loaded too.
+    let out = env.run(
+        "poe-code",
+        &[
+            "plugins",
+            "install",
+            build::plugin_library("older-api-plugin").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.wait_status(Duration::from_secs(10), |s| {
+        s["plugins"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["id"] == "older"))
+    });
+
+    // The dir moved away: its plugins retire, its parent is watched again,
+    // and installing once more brings the dir and the plugin back.
+    std::fs::rename(&later, later.with_file_name("plugins.old")).unwrap();
+    let status = env.wait_status(Duration::from_secs(10), |s| {
+        s["plugins"].as_array().is_some_and(Vec::is_empty)
+    });
+    assert_eq!(
+        status["plugin_dirs"][0]["watching"],
+        env.plugin_dir().join("later").display().to_string()
+    );
+    let out = env.run(
+        "poe-code",
+        &["plugins", "install", library.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.wait_status(Duration::from_secs(10), |s| {
+        s["plugins"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["id"] == "echo"))
+    });
+    let answer = shim
+        .call_tool(
+            "get_bot_response",
+            json!({"bot_name": "echo", "message": "back"}),
+        )
+        .await;
+    assert_eq!(result_text(&answer), "back", "{answer}");
 }

@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, Paths};
+use crate::config::{self, PLUGIN_DIR_ENV, Paths};
 use crate::daemon::{self as server, StartError};
 use crate::ipc::lines::{Frame, write_json};
-use crate::ipc::status::Status;
+use crate::ipc::status::{PluginDirStatus, Status};
 use crate::ipc::{ConnectionKind, ControlReply, ControlRequest, Hello};
+use crate::plugins::registry::INSTALL_BUNDLED;
 use crate::shim::connect::{ConnectError, connect};
 
 /// Exit code of `status` when no daemon runs (as `systemctl status`).
@@ -258,6 +259,23 @@ async fn status(paths: Paths, json: bool) -> ExitCode {
     }
 }
 
+/// One plugin dir's state, for the status report.
+fn describe_dir(d: &PluginDirStatus) -> String {
+    if let Some(reason) = &d.refused {
+        return format!("REFUSED: {reason}");
+    }
+    let watch = match &d.watching {
+        Some(path) if *path == d.path => "watched".to_string(),
+        Some(parent) => format!("watching {parent} for it"),
+        None => "not watched".to_string(),
+    };
+    match (d.exists, d.files) {
+        (false, _) => format!("missing; {watch}"),
+        (true, 1) => format!("1 plugin file; {watch}"),
+        (true, n) => format!("{n} plugin files; {watch}"),
+    }
+}
+
 /// The human-readable status report.
 pub fn render(s: &Status) -> String {
     use std::fmt::Write;
@@ -320,6 +338,14 @@ pub fn render(s: &Status) -> String {
         s.plugins.len(),
         s.libraries_mapped
     );
+    for (i, d) in s.plugin_dirs.iter().enumerate() {
+        let label = if i == 0 {
+            "  searched:   "
+        } else {
+            "              "
+        };
+        let _ = writeln!(out, "{label}{} ({})", d.path, describe_dir(d));
+    }
     for p in &s.plugins {
         let _ = writeln!(
             out,
@@ -342,12 +368,38 @@ pub fn render(s: &Status) -> String {
             p.models.join(", "),
             p.requests
         );
+        if !p.settings.is_empty() {
+            let settings: Vec<String> = p
+                .settings
+                .iter()
+                .map(|setting| match &setting.value {
+                    Some(value) => format!("{}={value} ({})", setting.key, setting.source),
+                    None => format!("{} unset", setting.key),
+                })
+                .collect();
+            let _ = writeln!(out, "               settings: {}", settings.join(", "));
+        }
+        if !p.ignored_settings.is_empty() {
+            let _ = writeln!(
+                out,
+                "               config.toml [plugins.{}] has keys it does not read: {}",
+                p.id,
+                p.ignored_settings.join(", ")
+            );
+        }
         if let Some(error) = &p.last_error {
             let _ = writeln!(out, "               last reload REFUSED: {error}");
         }
     }
     for e in &s.plugin_errors {
         let _ = writeln!(out, "  REFUSED {}: {}", e.path, e.reason);
+    }
+    if s.plugins_hint.is_some() {
+        let _ = writeln!(
+            out,
+            "  none loaded: install the bundled plugins from the poe-code source dir with\n    \
+             {INSTALL_BUNDLED}\n  (or set {PLUGIN_DIR_ENV} to a dir that holds them)"
+        );
     }
     let _ = writeln!(out, "sessions ({}):", s.sessions.len());
     for session in &s.sessions {

@@ -7,13 +7,16 @@
 //! [deadlines]         # seconds a call may run, by output kind
 //! text = 600
 //! video = 1800
+//!
+//! [plugins.codex-cli] # a plugin's settings (its manifest's config keys), by plugin id
+//! CODEX_SANDBOX_MODE = "workspace-write"
 //! ```
 //!
 //! Environment variables override the file; the file overrides plugin
 //! manifests. A file that does not parse is reported (log and `status`) and
 //! ignored, never rewritten.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use poe_plugin_api::text::one_line;
@@ -29,6 +32,32 @@ pub struct ConfigFile {
     /// Deadlines by output kind (`text`, `image`, `video`, `audio`), in seconds.
     #[serde(default)]
     pub deadlines: HashMap<String, u64>,
+    /// Plugin settings: plugin id -> config key -> value (see
+    /// [`super::plugin_settings`]).
+    #[serde(default)]
+    pub plugins: BTreeMap<String, BTreeMap<String, SettingValue>>,
+}
+
+/// A plugin setting as written in the file. Plugins receive strings, so
+/// `true` and `600` are accepted and passed on as `"true"` and `"600"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum SettingValue {
+    String(String),
+    Integer(i64),
+    Float(f64),
+    Boolean(bool),
+}
+
+impl std::fmt::Display for SettingValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::String(s) => f.write_str(s),
+            Self::Integer(n) => write!(f, "{n}"),
+            Self::Float(x) => write!(f, "{x}"),
+            Self::Boolean(b) => write!(f, "{b}"),
+        }
+    }
 }
 
 impl ConfigFile {
@@ -90,5 +119,28 @@ mod tests {
         std::fs::write(&path, "[deadlines]\nvidoe = 3600\n").unwrap();
         let err = ConfigFile::load(&path).unwrap_err();
         assert!(err.contains("deadlines.vidoe"), "{err}");
+    }
+
+    #[test]
+    fn reads_plugin_settings_as_strings_and_refuses_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "[plugins.codex-cli]\nCODEX_SANDBOX_MODE = \"workspace-write\"\nCODEX_SKIP_GIT_CHECK = false\n\
+             [plugins.poe-openai]\nPOE_VIDEO_POLL_MS = 50\n",
+        )
+        .unwrap();
+        let file = ConfigFile::load(&path).unwrap();
+        let codex = &file.plugins["codex-cli"];
+        assert_eq!(codex["CODEX_SANDBOX_MODE"].to_string(), "workspace-write");
+        assert_eq!(codex["CODEX_SKIP_GIT_CHECK"].to_string(), "false");
+        assert_eq!(
+            file.plugins["poe-openai"]["POE_VIDEO_POLL_MS"].to_string(),
+            "50"
+        );
+        std::fs::write(&path, "[plugins.codex-cli]\nCODEX_BIN = [\"a\"]\n").unwrap();
+        let err = ConfigFile::load(&path).unwrap_err();
+        assert!(err.contains("config.toml"), "{err}");
     }
 }

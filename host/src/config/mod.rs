@@ -3,6 +3,7 @@
 
 pub mod credentials;
 pub mod file;
+pub mod plugin_settings;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -174,6 +174,7 @@ impl DaemonState {
     /// The report `poe-coded status` prints.
     pub fn status(&self) -> Status {
         let (plugins, plugin_errors, libraries_mapped) = self.registry.status();
+        let plugins_empty = plugins.is_empty();
         let sessions = self
             .sessions
             .lock()
@@ -219,7 +220,12 @@ impl DaemonState {
             store: self.jobs.store_path(),
             store_error: self.jobs.store_error().map(str::to_string),
             limiters: self.limits.status(),
-            config_error: self.config_error.clone(),
+            config_error: self
+                .config_error
+                .clone()
+                .or_else(|| self.registry.config_error()),
+            plugins_hint: plugins_empty.then(|| self.registry.none_loaded_hint()),
+            plugin_dirs: self.registry.dir_status(),
         }
     }
 }

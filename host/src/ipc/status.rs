@@ -37,6 +37,39 @@ pub struct Status {
     /// Why `config.toml` was ignored, if it was.
     #[serde(default)]
     pub config_error: Option<String>,
+    /// The plugin directories searched, in load order.
+    #[serde(default)]
+    pub plugin_dirs: Vec<PluginDirStatus>,
+    /// When no plugin is loaded: where the daemon looked and the command
+    /// that installs the bundled plugins.
+    #[serde(default)]
+    pub plugins_hint: Option<String>,
+}
+
+/// One plugin directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginDirStatus {
+    pub path: String,
+    pub exists: bool,
+    /// Plugin library files in it now.
+    pub files: usize,
+    /// What hot reload watches for it: the dir itself, or its nearest
+    /// existing parent until the dir is created; `null` when not watched.
+    pub watching: Option<String>,
+    /// Why the dir is refused (e.g. writable by other users), if it is.
+    pub refused: Option<String>,
+}
+
+/// One setting of a plugin (a config key of its manifest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginSetting {
+    pub key: String,
+    /// The value in effect; for a secret only its fingerprint (`…1234`).
+    pub value: Option<String>,
+    /// `environment` (the daemon's), `config.toml`, or `unset` (the plugin's
+    /// default applies).
+    pub source: String,
+    pub secret: bool,
 }
 
 /// Jobs by state.
@@ -71,6 +104,12 @@ pub struct PluginStatus {
     /// Attempt latency percentiles over the most recent 1000 attempts.
     pub latency_p50_ms: Option<f64>,
     pub latency_p95_ms: Option<f64>,
+    /// The settings the serving version was opened with.
+    #[serde(default)]
+    pub settings: Vec<PluginSetting>,
+    /// Keys of `[plugins.<id>]` in config.toml this plugin does not read.
+    #[serde(default)]
+    pub ignored_settings: Vec<String>,
 }
 
 /// A plugin file that could not be used.

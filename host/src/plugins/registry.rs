@@ -19,9 +19,10 @@ use arc_swap::ArcSwap;
 use poe_plugin_api::Manifest;
 use poe_plugin_api::host::ProviderHandle;
 
-use super::loader;
+use super::loader::{self, SettingsTables};
 use crate::config::Paths;
-use crate::ipc::status::{PluginLoadError, PluginStatus};
+use crate::config::file::ConfigFile;
+use crate::ipc::status::{PluginDirStatus, PluginLoadError, PluginSetting, PluginStatus};
 
 /// One loaded and opened plugin.
 pub struct LoadedPlugin {
@@ -31,6 +32,12 @@ pub struct LoadedPlugin {
     pub source: PathBuf,
     pub provider: ProviderHandle,
     pub loaded_at: SystemTime,
+    /// Hash of the bytes loaded ([`loader::content_hash`]).
+    pub hash: u64,
+    /// The settings it was opened with, as `status` shows them.
+    pub settings: Vec<PluginSetting>,
+    /// Keys of its `[plugins.<id>]` table it does not read.
+    pub ignored_settings: Vec<String>,
 }
 
 /// No plugin serves a model.
@@ -60,6 +67,8 @@ struct FileState {
     reloads: u32,
     /// Why the last attempt failed, if it did.
     last_error: Option<String>,
+    /// Hash of the bytes serving now, if it loaded.
+    hash: Option<u64>,
 }
 
 /// Upstream call figures of one plugin.
@@ -74,6 +83,10 @@ struct Metrics {
 /// How many recent latencies a plugin's percentiles are computed from.
 const LATENCY_WINDOW: usize = 1000;
 
+/// The command that installs the bundled plugins, run in a poe-code checkout.
+pub const INSTALL_BUNDLED: &str =
+    "poe-code plugins install plugins/poe-openai plugins/poe-legacy plugins/codex-cli";
+
 /// All plugins of the daemon; swapped as a whole so readers never lock.
 pub struct Registry {
     plugins: ArcSwap<Vec<Arc<LoadedPlugin>>>,
@@ -82,6 +95,12 @@ pub struct Registry {
     mapped: AtomicUsize,
     copies_dir: PathBuf,
     dirs: Vec<PathBuf>,
+    config_file: PathBuf,
+    /// Plugin settings from the last config.toml that parsed, and why the
+    /// latest read failed, if it did.
+    settings: Mutex<(SettingsTables, Option<String>)>,
+    /// What the watcher watches for each plugin dir.
+    watching: Mutex<BTreeMap<PathBuf, PathBuf>>,
     metrics: Mutex<HashMap<String, Metrics>>,
     /// Serialises loads so two reloads never race on the swap.
     swap: Mutex<()>,
@@ -101,6 +120,9 @@ impl Registry {
             mapped: AtomicUsize::new(0),
             copies_dir: paths.plugin_copies(),
             dirs: paths.plugin_dirs(),
+            config_file: paths.config_file(),
+            settings: Mutex::new((SettingsTables::new(), None)),
+            watching: Mutex::new(BTreeMap::new()),
             metrics: Mutex::new(HashMap::new()),
             swap: Mutex::new(()),
         };
@@ -119,6 +141,15 @@ impl Registry {
         let mut dir_errors = Vec::new();
         let mut present = Vec::new();
         for dir in &self.dirs {
+            if dir == &self.copies_dir {
+                // Its files are the daemon's own private copies.
+                dir_errors.push(PluginLoadError {
+                    path: dir.display().to_string(),
+                    reason: "refused: this is where poe-coded keeps its private copies of plugins"
+                        .into(),
+                });
+                continue;
+            }
             match loader::plugin_files(dir) {
                 Ok(files) => present.extend(files),
                 Err(reason) => {
@@ -149,7 +180,50 @@ impl Registry {
     /// the previous version keeps serving and the reason is recorded.
     pub fn load_file(&self, file: &Path) -> Result<String, String> {
         let _swap = lock(&self.swap);
-        let outcome = loader::load_plugin(file, &self.copies_dir);
+        self.load_locked(file)
+    }
+
+    /// Like [`Registry::load_file`], but does nothing (`None`) when the file
+    /// holds the bytes that already serve: a `touch`, an identical rewrite,
+    /// or an install of the same build is not a new version.
+    pub fn load_file_if_changed(&self, file: &Path) -> Option<Result<String, String>> {
+        let _swap = lock(&self.swap);
+        let state = lock(&self.files).get(file).cloned().unwrap_or_default();
+        if let (Some(id), Some(loaded)) = (state.plugin_id, state.hash)
+            && loader::content_hash(file).ok() == Some(loaded)
+        {
+            tracing::info!(file = %file.display(), %id, "plugin file unchanged; not reloaded");
+            // A refused version was replaced by the one serving: nothing is wrong any more.
+            if let Some(state) = lock(&self.files).get_mut(file) {
+                state.last_error = None;
+            }
+            return None;
+        }
+        Some(self.load_locked(file))
+    }
+
+    /// Plugin settings from config.toml, read now; when the file does not
+    /// parse, the last tables that did (none at start) and the reason.
+    fn settings_tables(&self) -> SettingsTables {
+        let mut settings = lock(&self.settings);
+        match ConfigFile::load(&self.config_file) {
+            Ok(file) => *settings = (file.plugins, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "config.toml ignored for plugin settings; the last settings that parsed stay in effect");
+                settings.1 = Some(e);
+            }
+        }
+        settings.0.clone()
+    }
+
+    /// Why config.toml was last ignored for plugin settings, if it was.
+    pub fn config_error(&self) -> Option<String> {
+        lock(&self.settings).1.clone()
+    }
+
+    fn load_locked(&self, file: &Path) -> Result<String, String> {
+        let tables = self.settings_tables();
+        let outcome = loader::load_plugin(file, &self.copies_dir, &tables);
         let plugin = match outcome {
             Ok(plugin) => plugin,
             Err(err) => {
@@ -163,6 +237,7 @@ impl Registry {
         };
         self.mapped.fetch_add(1, Ordering::Relaxed);
         let id = plugin.manifest.id.clone();
+        let hash = plugin.hash;
         let current = self.plugins.load_full();
         if let Some(other) = current
             .iter()
@@ -202,6 +277,7 @@ impl Registry {
         }
         state.plugin_id = Some(id.clone());
         state.last_error = None;
+        state.hash = Some(hash);
         Ok(id)
     }
 
@@ -272,7 +348,9 @@ impl Registry {
         let Some((index, pattern)) = best_match(plugins.iter().map(|p| &p.manifest), model) else {
             return Err(RouteError {
                 model: model.to_string(),
-                hint: not_found_hint(plugins.iter().map(|p| &p.manifest), model),
+                hint: not_found_hint(plugins.iter().map(|p| &p.manifest), model, || {
+                    format!(" ({}; see `poe-coded status`)", self.none_loaded_hint())
+                }),
             });
         };
         let sent = routed_name(pattern, model);
@@ -288,6 +366,65 @@ impl Registry {
             model: sent.to_string(),
             pattern: pattern.to_string(),
         })
+    }
+
+    /// Records what the watcher watches for plugin dir `dir` (`None`: nothing).
+    pub fn set_watching(&self, dir: &Path, watching: Option<PathBuf>) {
+        let mut map = lock(&self.watching);
+        match watching {
+            Some(path) => map.insert(dir.to_path_buf(), path),
+            None => map.remove(dir),
+        };
+    }
+
+    /// The plugin dirs: whether each exists, its library files, what hot
+    /// reload watches for it, and why it is refused, if it is.
+    pub fn dir_status(&self) -> Vec<PluginDirStatus> {
+        let watching = lock(&self.watching).clone();
+        self.dirs
+            .iter()
+            .map(|dir| {
+                let listed = if dir == &self.copies_dir {
+                    Err(
+                        "refused: this is where poe-coded keeps its private copies of plugins"
+                            .into(),
+                    )
+                } else {
+                    loader::plugin_files(dir)
+                };
+                PluginDirStatus {
+                    path: dir.display().to_string(),
+                    exists: dir.is_dir(),
+                    files: listed.as_ref().map(Vec::len).unwrap_or(0),
+                    watching: watching.get(dir).map(|p| p.display().to_string()),
+                    refused: listed.err(),
+                }
+            })
+            .collect()
+    }
+
+    /// What to tell a user when no plugin is loaded: where the daemon
+    /// looked, what it found there, and how to install the bundled plugins.
+    pub fn none_loaded_hint(&self) -> String {
+        let dirs: Vec<String> = self
+            .dir_status()
+            .iter()
+            .map(|d| {
+                let what = match (&d.refused, d.exists, d.files) {
+                    (Some(reason), _, _) => reason.clone(),
+                    (None, false, _) => "missing".into(),
+                    (None, true, 0) => "empty".into(),
+                    (None, true, n) => format!("{n} files, none loaded; see `poe-coded status`"),
+                };
+                format!("{} ({what})", d.path)
+            })
+            .collect();
+        format!(
+            "no plugins are loaded; searched {}; install the bundled plugins from the poe-code \
+             source dir with `{INSTALL_BUNDLED}`, or set {} to where they are",
+            dirs.join(", "),
+            crate::config::PLUGIN_DIR_ENV
+        )
     }
 
     /// Status rows for the loaded plugins, refused files, and the number of
@@ -331,6 +468,8 @@ impl Registry {
                     errors: m.map(|m| m.errors.clone()).unwrap_or_default(),
                     latency_p50_ms: pct(0.50),
                     latency_p95_ms: pct(0.95),
+                    settings: p.settings.clone(),
+                    ignored_settings: p.ignored_settings.clone(),
                 }
             })
             .collect();
@@ -423,13 +562,18 @@ fn pattern_distance(pattern: &str, model: &str) -> usize {
 }
 
 /// The tail of a MODEL_NOT_FOUND message: the patterns within a small edit
-/// distance of `model` (closest first), then every pattern served.
-fn not_found_hint<'a>(manifests: impl Iterator<Item = &'a Manifest>, model: &str) -> String {
+/// distance of `model` (closest first), then every pattern served; when no
+/// plugin serves anything, `none_loaded`.
+fn not_found_hint<'a>(
+    manifests: impl Iterator<Item = &'a Manifest>,
+    model: &str,
+    none_loaded: impl FnOnce() -> String,
+) -> String {
     let served: Vec<(&str, &str)> = manifests
         .flat_map(|m| m.models.iter().map(move |p| (p.as_str(), m.id.as_str())))
         .collect();
     if served.is_empty() {
-        return " (no plugins are loaded; see `poe-coded status`)".to_string();
+        return none_loaded();
     }
     let mut near: Vec<(usize, &str, &str)> = served
         .iter()
@@ -544,23 +688,24 @@ mod tests {
             manifest("poe-legacy", &["legacy:*"]),
         ];
         assert!(best_match(m.iter(), "codx").is_none());
-        let hint = not_found_hint(m.iter(), "codx");
+        let none = || unreachable!("plugins are loaded");
+        let hint = not_found_hint(m.iter(), "codx", none);
         assert!(hint.starts_with("; closest: codex (codex-cli)"), "{hint}");
         assert!(
             !hint.contains("closest: codex (codex-cli), legacy"),
             "{hint}"
         );
-        let hint = not_found_hint(m.iter(), "legacy-Claude");
+        let hint = not_found_hint(m.iter(), "legacy-Claude", none);
         assert!(
             hint.starts_with("; closest: legacy:* (poe-legacy)"),
             "{hint}"
         );
-        let hint = not_found_hint(m.iter(), "GPT-5");
+        let hint = not_found_hint(m.iter(), "GPT-5", none);
         assert_eq!(
             hint,
             "; served patterns: codex, codex:*, legacy:* (see list_models)"
         );
-        assert!(not_found_hint([].iter(), "x").contains("no plugins are loaded"));
+        assert_eq!(not_found_hint([].iter(), "x", || "none".into()), "none");
     }
 
     #[test]

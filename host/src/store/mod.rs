@@ -4,6 +4,9 @@
 //!
 //! A store that is corrupt or cannot be written is reported, never replaced:
 //! the daemon then serves calls without persistence and `status` says why.
+//!
+//! The store holds prompts and answers, so it and its WAL companions
+//! (`-wal`, `-shm`) are readable by the owner only (0600).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -98,6 +101,40 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Creates `path` empty with mode 0600 unless it exists (an empty file is
+/// a new database to SQLite).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `state.db` + `suffix`: SQLite's name for a companion file.
+fn companion(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Sets mode 0600 on `file` if it exists and is wider.
+fn restrict(file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(file)
+        && meta.permissions().mode() & 0o077 != 0
+        && let Err(e) = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
+    {
+        tracing::warn!(file = %file.display(), error = %e, "cannot make the store private");
+    }
+}
+
 fn fail(path: &Path, reason: impl std::fmt::Display) -> StoreError {
     StoreError {
         path: path.to_path_buf(),
@@ -108,6 +145,9 @@ fn fail(path: &Path, reason: impl std::fmt::Display) -> StoreError {
 impl Store {
     /// Opens (creating if needed) and checks the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // SQLite gives `-wal` and `-shm` the mode of the database file, so
+        // the file must be private before SQLite first opens it.
+        create_private(path).map_err(|e| fail(path, format!("cannot create: {e}")))?;
         let conn = Connection::open(path).map_err(|e| fail(path, e))?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(|e| fail(path, e))?;
@@ -149,9 +189,14 @@ impl Store {
             .map_err(|e| fail(path, format!("cannot write: {e}")))?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(|e| fail(path, format!("cannot write: {e}")))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        // Files left by an older version may be wider; WAL mode has created
+        // `-wal` and `-shm` by now.
+        for file in [
+            path.to_path_buf(),
+            companion(path, "-wal"),
+            companion(path, "-shm"),
+        ] {
+            restrict(&file);
         }
         Ok(Self {
             conn: Mutex::new(conn),
@@ -350,6 +395,56 @@ mod tests {
             .unwrap();
         assert_eq!(store.prune(Duration::from_secs(3 * 24 * 3600)).unwrap(), 1);
         assert_eq!(store.recent_jobs(10).unwrap().len(), 1);
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_store_and_its_wal_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).unwrap();
+        store.write_batch(&[job("a", "processing")], &[]).unwrap();
+        for file in [
+            path.clone(),
+            companion(&path, "-wal"),
+            companion(&path, "-shm"),
+        ] {
+            assert!(
+                file.exists(),
+                "{} exists while the store is open",
+                file.display()
+            );
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+    }
+
+    #[test]
+    fn wide_files_from_an_older_version_are_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        // An older daemon's store: WAL files present and world-readable.
+        let old = Connection::open(&path).unwrap();
+        old.pragma_update(None, "journal_mode", "WAL").unwrap();
+        old.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let files = [
+            path.clone(),
+            companion(&path, "-wal"),
+            companion(&path, "-shm"),
+        ];
+        for file in &files {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let _store = Store::open(&path).unwrap();
+        for file in &files {
+            assert_eq!(mode(file), 0o600, "{}", file.display());
+        }
+        drop(old);
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub(crate) struct Settings {
     pub(crate) approval: String,
     /// `--skip-git-repo-check` unless `CODEX_SKIP_GIT_CHECK=false`.
     pub(crate) skip_git_check: bool,
+    /// `CODEX_HOME` for codex (its config and login); unset, codex inherits
+    /// the daemon's environment.
+    pub(crate) home: Option<String>,
     /// A configuration mistake; every call fails with it (as `unavailable`,
     /// with the fix) rather than the plugin refusing to load, so the user
     /// sees the reason where they call codex.
@@ -92,6 +95,7 @@ impl Settings {
             sandbox,
             approval,
             skip_git_check,
+            home: config_value(config, "CODEX_HOME").map(str::to_string),
             problem: (!problems.is_empty()).then(|| problems.join("; ")),
         }
     }

@@ -8,10 +8,11 @@
 //! thread of every run (`Event::Continuation`, `Response::continuation`) and
 //! resumes it with `codex exec resume` when a later request names it.
 //!
-//! Configuration (environment of the daemon): `CODEX_BIN` (default
-//! `codex`), `CODEX_SANDBOX_MODE` (default `read-only`),
-//! `CODEX_APPROVAL_POLICY` (default `never`), `CODEX_SKIP_GIT_CHECK`
-//! (default true). Codex's own `CODEX_HOME` and credentials are inherited.
+//! Configuration (the daemon's environment, then `[plugins.codex-cli]` in
+//! config.toml): `CODEX_BIN` (default `codex`), `CODEX_SANDBOX_MODE`
+//! (default `read-only`), `CODEX_APPROVAL_POLICY` (default `never`),
+//! `CODEX_SKIP_GIT_CHECK` (default true), `CODEX_HOME` (default: inherited
+//! from the daemon, as are Codex's credentials).
 //!
 //! Like every plugin, this one never retries: a failed run is a typed error
 //! and the host decides. Cancellation and timeouts terminate codex's whole
@@ -62,6 +63,7 @@ impl Provider for CodexCli {
                 "CODEX_SANDBOX_MODE".into(),
                 "CODEX_APPROVAL_POLICY".into(),
                 "CODEX_SKIP_GIT_CHECK".into(),
+                "CODEX_HOME".into(),
             ],
             plugin_api_version: String::new(),
         }

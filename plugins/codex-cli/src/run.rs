@@ -128,6 +128,9 @@ pub(crate) async fn run(
     if let Some(cwd) = &cwd {
         cmd.current_dir(cwd);
     }
+    if let Some(home) = &settings.home {
+        cmd.env("CODEX_HOME", home);
+    }
     for name in HIDDEN_ENV {
         cmd.env_remove(name);
     }
