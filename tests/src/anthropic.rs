@@ -69,19 +69,6 @@ impl FakeMessages {
             })
             .collect()
     }
-
-    /// Bodies of the `POST /v1/messages` requests that offered the tool.
-    pub async fn tool_turns(&self, tool: &str) -> Vec<Value> {
-        self.server
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .filter(|r| r.url.path() == "/v1/messages")
-            .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
-            .filter(|body| offers(body, tool))
-            .collect()
-    }
 }
 
 /// Whether a request offers `tool` to the model.
