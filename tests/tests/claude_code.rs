@@ -1,6 +1,6 @@
 //! The real Claude Code CLI as our MCP client, offline: `claude -p` talks to
-//! a local fake of the Messages API that calls `get_bot_response` twice
-//! (a short answer, then one streamed over 10 s), through the entry
+//! a local fake of the Messages API that calls `get_bot_response` five
+//! times (short answers around one streamed over 10 s), through the entry
 //! `poe-code mcp configure claude-code` writes, a real shim, the daemon and
 //! the real poe-openai plugin, against a local stand-in for Poe that
 //! streams over time. Claude Code's own MCP log for our server must show no
@@ -34,8 +34,8 @@ fn is_problem(entry: &Value) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn claude_code_gets_a_short_and_a_long_answer_without_protocol_errors() {
-    let test = "claude_code_gets_a_short_and_a_long_answer_without_protocol_errors";
+async fn claude_code_gets_short_and_long_answers_without_protocol_errors() {
+    let test = "claude_code_gets_short_and_long_answers_without_protocol_errors";
     let Some(claude) = require(Tool::Claude, test) else {
         return;
     };
@@ -62,13 +62,23 @@ async fn claude_code_gets_a_short_and_a_long_answer_without_protocol_errors() {
     );
     agent.set_server_env(SERVER, &env.shim_env());
 
-    let short = ("GPT-4o", "a short question");
-    let long = ("fake-stream-10s", "a long question");
-    let call = |(bot, message): (&str, &str)| json!({"bot_name": bot, "message": message});
+    // Short answers stream their deltas in one burst right before the
+    // result, the case clients trip over; each is one more chance to, so
+    // the long answer is flanked by several.
+    let asks = [
+        ("GPT-4o", "a short question"),
+        ("fake-stream-10s", "a long question"),
+        ("GPT-4o", "a second short question"),
+        ("Claude-Sonnet-4.5", "a third short question"),
+        ("GPT-4o", "a fourth short question"),
+    ];
+    let script: Vec<String> = asks
+        .iter()
+        .map(|(bot, message)| format!("CALL {}", json!({"bot_name": bot, "message": message})))
+        .collect();
     let prompt = format!(
-        "Ask two bots, one after the other.\nCALL {}\nCALL {}",
-        call(short),
-        call(long)
+        "Ask these bots, one after the other.\n{}",
+        script.join("\n")
     );
     let run = agent.run(&prompt, &[TOOL]).await;
 
@@ -82,18 +92,23 @@ async fn claude_code_gets_a_short_and_a_long_answer_without_protocol_errors() {
     );
     assert!(run.success, "claude -p failed\n{context}");
     assert_eq!(run.output["is_error"], false, "{context}");
+    let expected: Vec<String> = asks
+        .iter()
+        .enumerate()
+        .map(|(n, (bot, message))| format!("RESULT {}: {}", n + 1, paced_answer(bot, message)))
+        .collect();
     assert_eq!(
         run.result(),
-        format!(
-            "RESULT 1: {}\nRESULT 2: {}",
-            paced_answer(short.0, short.1),
-            paced_answer(long.0, long.1)
-        ),
+        expected.join("\n"),
         "the stand-in Poe's answers came back through Claude Code\n{context}"
     );
-    assert_eq!(poe.chat_requests().len(), 2, "{context}");
+    assert_eq!(poe.chat_requests().len(), asks.len(), "{context}");
     let calls = shown.iter().filter(|l| l.contains("Calling MCP tool"));
-    assert_eq!(calls.count(), 2, "both calls are in the MCP log\n{context}");
+    assert_eq!(
+        calls.count(),
+        asks.len(),
+        "every call is in the MCP log\n{context}"
+    );
 
     let connection_errors = shown
         .iter()

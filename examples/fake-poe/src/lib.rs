@@ -25,7 +25,7 @@ mod paced;
 mod video;
 mod wire;
 
-pub use paced::{PacedPoe, TICK, paced_answer};
+pub use paced::{PacedPoe, TAIL, TICK, paced_answer};
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

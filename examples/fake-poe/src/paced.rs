@@ -5,8 +5,9 @@
 //!
 //! `POST /v1/chat/completions` with model `fake-stream-<n>s` (or `<n>ms`)
 //! answers `Echo from <model>: <last user message>` at once, then one more
-//! chunk every [`TICK`] (` 1`, ` 2`, …) until `<n>` has passed; any other
-//! model gets the echo alone. [`paced_answer`] says the whole text. Without
+//! chunk every [`TICK`] (` 1`, ` 2`, …) until `<n>` has passed, then the
+//! words of [`TAIL`] at once, as a real stream's last deltas often arrive
+//! together with its end; any other model gets the echo alone. [`paced_answer`] says the whole text. Without
 //! `"stream": true` the whole answer comes as one `chat.completion` after
 //! the same time.
 
@@ -29,6 +30,9 @@ use crate::{BAD_API_KEY, wire};
 
 /// The time between two streamed chunks of a `fake-stream-*` answer.
 pub const TICK: Duration = Duration::from_millis(100);
+
+/// The words a `fake-stream-*` answer ends with, sent in one burst.
+pub const TAIL: &str = " (end of stream)";
 
 /// A running paced chat endpoint on `127.0.0.1:<random port>`; it stops
 /// accepting when dropped.
@@ -112,8 +116,12 @@ fn ticks_of(model: &str) -> u32 {
 /// The whole text a paced answer to `prompt` from `model` adds up to.
 pub fn paced_answer(model: &str, prompt: &str) -> String {
     let mut text = format!("Echo from {model}: {prompt}");
-    for n in 1..=ticks_of(model) {
+    let ticks = ticks_of(model);
+    for n in 1..=ticks {
         text.push_str(&format!(" {n}"));
+    }
+    if ticks > 0 {
+        text.push_str(TAIL);
     }
     text
 }
@@ -214,12 +222,21 @@ async fn respond(
     let tick_chunks: Vec<Value> = (1..=ticks)
         .map(|n| frame.chunk(json!({"content": format!(" {n}")}), None))
         .collect();
+    let tail_chunks: Vec<Value> = if ticks > 0 {
+        TAIL.split(' ')
+            .filter(|w| !w.is_empty())
+            .map(|w| frame.chunk(json!({"content": format!(" {w}")}), None))
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     let now = |chunks: Vec<Value>| chunks.into_iter().map(|c| (Duration::ZERO, Some(c)));
     let events = stream::iter(now(head))
         .chain(stream::iter(
             tick_chunks.into_iter().map(|c| (TICK, Some(c))),
         ))
+        .chain(stream::iter(now(tail_chunks)))
         .chain(stream::iter(now(end)))
         .chain(stream::iter([(Duration::ZERO, None)]));
     let body = StreamBody::new(events.then(|(wait, chunk)| async move {

@@ -49,7 +49,10 @@ async fn streams_the_echo_then_one_tick_per_interval() {
         .iter()
         .filter_map(|c| c.pointer("/choices/0/delta/content")?.as_str())
         .collect();
-    assert_eq!(text, "Echo from fake-stream-500ms: slowly please 1 2 3 4 5");
+    assert_eq!(
+        text,
+        "Echo from fake-stream-500ms: slowly please 1 2 3 4 5 (end of stream)"
+    );
     assert_eq!(text, paced_answer("fake-stream-500ms", "slowly please"));
     let finish: Vec<&str> = chunks
         .iter()
@@ -80,7 +83,7 @@ async fn other_models_echo_at_once_and_whole_answers_are_completions() {
     assert_eq!(paced_answer("GPT-4o", "hi"), "Echo from GPT-4o: hi");
     assert_eq!(
         paced_answer("fake-stream-2s", "x").split(' ').count(),
-        4 + (Duration::from_secs(2).as_millis() / TICK.as_millis()) as usize
+        4 + (Duration::from_secs(2).as_millis() / TICK.as_millis()) as usize + 3
     );
 }
 
