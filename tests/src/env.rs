@@ -17,6 +17,20 @@ pub struct TestEnv {
     vars: Vec<(String, String)>,
 }
 
+/// A scratch dir under the target dir rather than /tmp (Codex refuses to
+/// set up its helpers under a temporary dir and warns).
+pub fn scratch_dir() -> TempDir {
+    let base = build::artifact_dir()
+        .parent()
+        .expect("artifact dir has a parent")
+        .join("tmp");
+    std::fs::create_dir_all(&base).expect("target/tmp");
+    tempfile::Builder::new()
+        .prefix("pc")
+        .tempdir_in(base)
+        .expect("scratch dir")
+}
+
 /// The API key tests send unless they set another.
 pub const TEST_API_KEY: &str = "test-key-0123456789abcdef";
 
@@ -81,19 +95,31 @@ impl TestEnv {
     pub fn command(&self, binary: &str) -> Command {
         let mut command = Command::new(build::binary(binary));
         command
-            .env("POE_CODE_HOME", self.home())
-            .env("POE_CODE_PLUGIN_DIR", self.plugin_dir())
-            .env("POE_CODED_IDLE_TIMEOUT", "60")
             .env_remove("POE_BASE_URL")
             .env_remove("POE_CODE_LOG");
-        for (key, value) in &self.vars {
-            if value.is_empty() {
-                command.env_remove(key);
-            } else {
-                command.env(key, value);
-            }
+        for (key, _) in self.vars.iter().filter(|(_, v)| v.is_empty()) {
+            command.env_remove(key);
         }
+        command.envs(self.shim_env());
         command
+    }
+
+    /// The variables a shim of this environment needs, for an external MCP
+    /// client (an agent CLI, the Python SDK) to put in its server entry.
+    pub fn shim_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            (
+                "POE_CODE_HOME".to_string(),
+                self.home().display().to_string(),
+            ),
+            (
+                "POE_CODE_PLUGIN_DIR".to_string(),
+                self.plugin_dir().display().to_string(),
+            ),
+            ("POE_CODED_IDLE_TIMEOUT".to_string(), "60".to_string()),
+        ];
+        env.extend(self.vars.iter().filter(|(_, v)| !v.is_empty()).cloned());
+        env
     }
 
     /// Runs a binary to completion.

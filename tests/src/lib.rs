@@ -1,11 +1,16 @@
 //! Harness shared by the end-to-end tests, the demo and the benchmark: build
 //! the real binaries and plugins, give each test a private state dir and
-//! plugin dir, and speak MCP to real `poe-code mcp run` shims.
+//! plugin dir, and speak MCP to real `poe-code mcp run` shims; run the real
+//! agent CLIs offline against local fakes of their model APIs.
 
+pub mod anthropic;
 pub mod build;
+pub mod claude;
 pub mod client;
 pub mod codex;
 pub mod env;
+pub mod external;
+pub mod responses;
 
 pub use client::McpClient;
 pub use env::TestEnv;

@@ -4,117 +4,37 @@
 //! chat completions) configured as a custom model provider (`base_url`,
 //! `wire_api = "responses"`) in a throwaway CODEX_HOME.
 //!
-//! Runs when a `codex` is installed (CODEX_BIN, else `codex` on PATH), and
-//! is skipped with a printed reason otherwise. With npm:
-//! `npm install --prefix /tmp/codex @openai/codex` and
-//! `CODEX_BIN=/tmp/codex/node_modules/.bin/codex`.
-
-use std::path::{Path, PathBuf};
+//! Needs the Codex CLI (see `testkit::external`: it fails without one
+//! unless `POE_CODE_TEST_SKIP` names `codex`). `codex_agent.rs` is the other
+//! direction: Codex as our MCP client.
 
 use serde_json::{Value, json};
 use testkit::client::result_text;
+use testkit::external::{Tool, require};
+use testkit::responses::{FakeResponses, Turn, user_texts};
 use testkit::{McpClient, TestEnv};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-/// The text of the last `input_text` part of a Responses API request.
-fn last_user_text(body: &Value) -> String {
-    body["input"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|item| item["role"] == "user")
-        .filter_map(|item| item["content"].as_array())
-        .flatten()
-        .filter_map(|part| part["text"].as_str())
-        .next_back()
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// Answers like the Responses API streams: `response.created`, the
-/// message item with its text deltas, `response.completed` with usage. The
-/// text echoes the prompt and the model, so the test can see both arrived.
-struct FakeResponses;
-
-impl Respond for FakeResponses {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
-        let text = format!(
-            "Fake Responses API ({}) heard: {}",
-            body["model"].as_str().unwrap_or("?"),
-            last_user_text(&body).trim()
-        );
-        let events = [
-            (
-                "response.created",
-                json!({"type": "response.created", "response": {"id": "resp_fake"}}),
-            ),
-            (
-                "response.output_item.added",
-                json!({"type": "response.output_item.added", "output_index": 0,
-                "item": {"type": "message", "role": "assistant", "id": "msg_fake", "content": []}}),
-            ),
-            (
-                "response.output_text.delta",
-                json!({"type": "response.output_text.delta", "item_id": "msg_fake",
-                "output_index": 0, "content_index": 0, "delta": text}),
-            ),
-            (
-                "response.output_item.done",
-                json!({"type": "response.output_item.done", "output_index": 0,
-                "item": {"type": "message", "role": "assistant", "id": "msg_fake",
-                         "content": [{"type": "output_text", "text": text, "annotations": []}]}}),
-            ),
-            (
-                "response.completed",
-                json!({"type": "response.completed", "response": {"id": "resp_fake",
-                "usage": {"input_tokens": 42, "input_tokens_details": {"cached_tokens": 0},
-                          "output_tokens": 9, "output_tokens_details": {"reasoning_tokens": 0},
-                          "total_tokens": 51}}}),
-            ),
-        ];
-        let sse: String = events
-            .iter()
-            .map(|(event, data)| format!("event: {event}\ndata: {data}\n\n"))
-            .collect();
-        ResponseTemplate::new(200).set_body_raw(sse, "text/event-stream")
-    }
-}
-
-/// A CODEX_HOME whose config sends every request to `base_url`.
-fn codex_home(dir: &Path, base_url: &str) -> PathBuf {
-    let home = dir.join("codex-home");
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::write(
-        home.join("config.toml"),
-        format!(
-            "model = \"fake-model\"\nmodel_provider = \"fake\"\n\n\
-             [model_providers.fake]\nname = \"Fake Responses API\"\n\
-             base_url = \"{base_url}\"\nwire_api = \"responses\"\n"
-        ),
-    )
-    .unwrap();
-    home
+/// Echoes the model and the user's last text, so the test sees both arrived.
+fn echo(body: &Value) -> Turn {
+    Turn::Say(format!(
+        "Fake Responses API ({}) heard: {}",
+        body["model"].as_str().unwrap_or("?"),
+        user_texts(body)
+            .last()
+            .map(String::as_str)
+            .unwrap_or_default()
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn real_codex_answers_offline_through_the_daemon() {
-    let codex = match testkit::codex::find_codex() {
-        Ok(codex) => codex,
-        Err(reason) => {
-            println!("skipped: the real Codex CLI is not installed ({reason})");
-            return;
-        }
+    let Some(codex) = require(Tool::Codex, "real_codex_answers_offline_through_the_daemon") else {
+        return;
     };
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
-        .respond_with(FakeResponses)
-        .mount(&server)
-        .await;
-    let scratch = tempfile::tempdir().unwrap();
-    let home = codex_home(scratch.path(), &format!("{}/v1", server.uri()));
+    let responses = FakeResponses::start(echo).await;
+    let scratch = testkit::env::scratch_dir();
+    let home = scratch.path().join("codex-home");
+    testkit::codex::write_config(&home, &responses.base_url(), "fake-model");
     let work = scratch.path().join("project");
     std::fs::create_dir_all(&work).unwrap();
     let env = TestEnv::new(&["codex-cli"])
@@ -154,13 +74,7 @@ async fn real_codex_answers_offline_through_the_daemon() {
         "{answer}"
     );
 
-    let requests = server.received_requests().await.unwrap_or_default();
-    let bodies: Vec<Value> = requests
-        .iter()
-        .filter(|r| r.url.path() == "/v1/responses")
-        .filter_map(|r| serde_json::from_slice(&r.body).ok())
-        .collect();
+    let bodies = responses.requests().await;
     assert_eq!(bodies.len(), 2, "one Responses call per run");
     assert_eq!(bodies[0]["stream"], true);
-    println!("real codex at {} answered offline", codex.display());
 }

@@ -117,7 +117,8 @@ async fn a_call_past_the_soft_deadline_keeps_running_and_a_retry_picks_it_up() {
     let fresh = json!({"bot_name": "faulty-sleep-600", "message": "another"});
     let detached = structured(&shim.call_tool("get_bot_response", fresh.clone()).await);
     let fresh_id = detached["continuation_id"].as_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    // It finishes with nobody waiting.
+    env.wait_status(Duration::from_secs(10), |s| s["jobs"]["running"] == 0);
     let retried = shim.call_tool("get_bot_response", fresh).await;
     assert_eq!(result_text(&retried), "slept 600 ms");
     let runs = std::fs::read_to_string(count.path()).unwrap();
@@ -249,6 +250,17 @@ async fn clients_that_speak_tasks_get_a_task_for_async_calls() {
     assert_eq!(last["result"]["status"], "cancelled", "{last}");
 }
 
+/// Whether the store's files (the database and its write-ahead log) hold
+/// `needle`: SQLite keeps text as it is, so checkpointed output shows here.
+fn store_holds(env: &TestEnv, needle: &str) -> bool {
+    ["state.db", "state.db-wal"].iter().any(|file| {
+        std::fs::read(env.path(file))
+            .unwrap_or_default()
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    })
+}
+
 fn kill(pid: u64) {
     let ok = std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
@@ -285,7 +297,11 @@ async fn jobs_survive_a_daemon_restart() {
         .unwrap()
         .to_string();
     // Let it stream and checkpoint at least once.
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !store_holds(&env, "tick 1") {
+        assert!(std::time::Instant::now() < deadline, "never checkpointed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     kill(env.status().unwrap()["pid"].as_u64().unwrap());
 
     let mut after = env.shim().await;

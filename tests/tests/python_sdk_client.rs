@@ -1,47 +1,24 @@
 //! Interoperability with an external client: the official MCP Python SDK
-//! (PyPI `mcp` 2.x) drives a real shim over both lifecycles. Skipped, with
-//! the reason printed, when python3 or the `mcp` package is missing
-//! (`.ci/run` installs it).
+//! (PyPI `mcp` 2.x) drives a real shim over both lifecycles. Needs python3
+//! with `mcp` (see `testkit::external`: it fails without one unless
+//! `POE_CODE_TEST_SKIP` names `python-mcp`; `.ci/run` installs it).
 
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 use testkit::TestEnv;
+use testkit::external::{Tool, require};
 
-fn python_sdk_available() -> Result<(), String> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import importlib.metadata as m; print(m.version('mcp'))",
-        ])
-        .output()
-        .map_err(|e| format!("python3 not runnable: {e}"))?;
-    if !out.status.success() {
-        return Err("the Python package `mcp` is not installed (pip install 'mcp>=2')".into());
-    }
-    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !version.starts_with('2') {
-        return Err(format!("need mcp 2.x, found {version}"));
-    }
-    Ok(())
-}
-
-fn run_sdk(env: &TestEnv, mode: &str) -> Value {
+fn run_sdk(python: &Path, env: &TestEnv, mode: &str) -> Value {
     let script = testkit::build::workspace_root().join("tests/python/sdk_client.py");
-    let binary = testkit::build::binary("poe-code");
-    let command = env.command("poe-code");
-    let program = command.get_program().to_owned();
-    assert_eq!(program, binary.as_os_str());
-    let out = Command::new("python3")
+    let out = Command::new(python)
         .arg(&script)
-        .arg(&binary)
+        .arg(testkit::build::binary("poe-code"))
         .arg(mode)
-        .envs(
-            command
-                .get_envs()
-                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
-        )
-        .env("POE_API_KEY", testkit::env::TEST_API_KEY)
+        .env_remove("POE_BASE_URL")
+        .env_remove("POE_CODE_LOG")
+        .envs(env.shim_env())
         .output()
         .expect("run python3");
     assert!(
@@ -55,13 +32,15 @@ fn run_sdk(env: &TestEnv, mode: &str) -> Value {
 
 #[test]
 fn official_python_sdk_speaks_both_lifecycles() {
-    if let Err(reason) = python_sdk_available() {
-        println!("SKIPPED official_python_sdk_speaks_both_lifecycles: {reason}");
+    let Some(python) = require(
+        Tool::PythonMcp,
+        "official_python_sdk_speaks_both_lifecycles",
+    ) else {
         return;
-    }
+    };
     let env = TestEnv::new(&["echo-plugin"]);
     for (mode, protocol) in [("initialize", "2025-11-25"), ("discover", "2026-07-28")] {
-        let seen = run_sdk(&env, mode);
+        let seen = run_sdk(&python, &env, mode);
         assert_eq!(seen["protocol"], protocol, "{seen}");
         assert_eq!(seen["text"], format!("hello via {mode}"));
         assert_eq!(seen["is_error"], false);

@@ -51,7 +51,7 @@ impl ChatResponder {
 }
 
 /// What the fake bot answers, before it is framed as JSON or SSE.
-enum Answer {
+pub(crate) enum Answer {
     Text(String),
     ToolCall { name: String, arguments: String },
 }
@@ -146,7 +146,7 @@ impl Respond for ChatResponder {
 
 /// Text of the last `user` message; content may be a string or OpenAI
 /// content parts (text parts are joined with spaces).
-fn last_user_message(body: &Value) -> String {
+pub(crate) fn last_user_message(body: &Value) -> String {
     let Some(messages) = body.get("messages").and_then(Value::as_array) else {
         return String::new();
     };
@@ -176,7 +176,7 @@ fn first_tool_name(body: &Value) -> Option<String> {
 }
 
 /// Rough token accounting: whitespace-separated words in and out.
-fn usage(body: &Value, answer: &Answer) -> Value {
+pub(crate) fn usage(body: &Value, answer: &Answer) -> Value {
     let prompt_tokens: usize = body
         .get("messages")
         .and_then(Value::as_array)
@@ -199,16 +199,16 @@ fn usage(body: &Value, answer: &Answer) -> Value {
 }
 
 /// The fields shared by every object of one answer.
-struct Frame<'a> {
-    id: &'a str,
-    model: &'a str,
-    created: u64,
-    usage: Value,
+pub(crate) struct Frame<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) model: &'a str,
+    pub(crate) created: u64,
+    pub(crate) usage: Value,
 }
 
 impl Frame<'_> {
     /// A non-streamed `chat.completion`.
-    fn completion(&self, answer: &Answer) -> Value {
+    pub(crate) fn completion(&self, answer: &Answer) -> Value {
         let (message, finish) = match answer {
             Answer::Text(text) => (json!({"role": "assistant", "content": text}), "stop"),
             Answer::ToolCall { name, arguments } => (
@@ -235,7 +235,7 @@ impl Frame<'_> {
     }
 
     /// One `chat.completion.chunk`.
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
+    pub(crate) fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
         json!({
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -247,6 +247,31 @@ impl Frame<'_> {
 
     /// The whole SSE body of a streamed answer.
     fn sse(&self, answer: &Answer, include_usage: bool) -> String {
+        let mut out = String::new();
+        for chunk in self.sse_events(answer, include_usage) {
+            out.push_str("data: ");
+            out.push_str(&chunk.to_string());
+            out.push_str("\n\n");
+        }
+        out.push_str("data: [DONE]\n\n");
+        out
+    }
+
+    /// The final chunk carrying only usage (`stream_options.include_usage`).
+    pub(crate) fn usage_chunk(&self) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": self.usage,
+        })
+    }
+
+    /// The chunks of a streamed answer, before `[DONE]`: the role, the
+    /// pieces, the finish reason, then usage if asked for.
+    pub(crate) fn sse_events(&self, answer: &Answer, include_usage: bool) -> Vec<Value> {
         let mut chunks = Vec::new();
         let finish = match answer {
             Answer::Text(text) => {
@@ -285,23 +310,9 @@ impl Frame<'_> {
         };
         chunks.push(self.chunk(json!({}), Some(finish)));
         if include_usage {
-            chunks.push(json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": self.usage,
-            }));
+            chunks.push(self.usage_chunk());
         }
-        let mut out = String::new();
-        for chunk in chunks {
-            out.push_str("data: ");
-            out.push_str(&chunk.to_string());
-            out.push_str("\n\n");
-        }
-        out.push_str("data: [DONE]\n\n");
-        out
+        chunks
     }
 }
 

@@ -12,14 +12,20 @@
 //!   OpenAI Videos API jobs (queued → in_progress → completed).
 //! - `GET /files/{n}.{png,mp3,mp4}`: the media files the fake bots link to.
 //!
+//! - [`PacedPoe`] (`paced.rs`): a separate server whose chat answers stream
+//!   over seconds, which wiremock cannot do.
+//!
 //! Tests that need something special mount their own mocks on
 //! [`FakePoe::server`] with `with_priority(1)`; the defaults use the default
 //! priority (5), so the test's mock wins.
 
 mod chat;
 mod files;
+mod paced;
 mod video;
 mod wire;
+
+pub use paced::{PacedPoe, TAIL, TICK, paced_answer};
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

@@ -431,12 +431,11 @@ fn cancellation_stops_a_slow_bot() {
     let recorder = Recorder::default();
     let canceller = recorder.clone();
     let started = Instant::now();
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
-        canceller.cancel();
-    });
     let sink = poe_plugin_api::Sink::new(recorder);
-    let err = poe_plugin_api::Provider::invoke(&provider, request("Slow", "x"), &sink).unwrap_err();
+    let err = std::thread::scope(|scope| {
+        scope.spawn(|| cancel_when(canceller, || !bodies(&rt, &server, "/bot/Slow").is_empty()));
+        poe_plugin_api::Provider::invoke(&provider, request("Slow", "x"), &sink).unwrap_err()
+    });
     assert_eq!(err.kind, ErrorKind::Cancelled);
     assert!(started.elapsed() < Duration::from_secs(5));
 }

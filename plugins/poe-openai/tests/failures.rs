@@ -261,21 +261,19 @@ fn bad_base_url_refuses_to_open() {
 
 #[test]
 fn cancel_stops_a_slow_request_quickly() {
-    let (_rt, fake) = fake();
+    let (rt, fake) = fake();
     let provider = provider(&fake.base_url(), &[]);
     let recorder = Recorder::default();
     let sink = poe_plugin_api::Sink::new(recorder.clone());
     let canceller = recorder.clone();
     let started = Instant::now();
-    let watcher = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
-        canceller.cancel();
+    let e = std::thread::scope(|scope| {
+        scope.spawn(|| cancel_when(canceller, || !rt.block_on(fake.chat_requests()).is_empty()));
+        provider
+            .invoke(request("fake-slow", "hi"), &sink)
+            .unwrap_err()
     });
-    let e = provider
-        .invoke(request("fake-slow", "hi"), &sink)
-        .unwrap_err();
     let elapsed = started.elapsed();
-    watcher.join().unwrap();
     assert_eq!(e.kind, ErrorKind::Cancelled);
     assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
 }
@@ -308,21 +306,26 @@ fn deadline_turns_into_timeout() {
 
 #[test]
 fn cancel_interrupts_video_polling() {
-    let (_rt, fake) = fake();
+    let (rt, fake) = fake();
     // A poll interval far longer than the test: only cancel can end it.
     let provider = provider(&fake.base_url(), &[("POE_VIDEO_POLL_MS", "60000")]);
     let recorder = Recorder::default();
     let sink = poe_plugin_api::Sink::new(recorder.clone());
     let canceller = recorder.clone();
-    let watcher = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
-        canceller.cancel();
-    });
+    // The job exists upstream, so the plugin is polling it.
+    let created = || {
+        rt.block_on(fake.server().received_requests())
+            .unwrap_or_default()
+            .iter()
+            .any(|r| r.method.as_str() == "POST" && r.url.path() == "/v1/videos")
+    };
     let started = Instant::now();
-    let e = provider
-        .invoke(media_request("Veo-3.1", "x", OutputKind::Video), &sink)
-        .unwrap_err();
-    watcher.join().unwrap();
+    let e = std::thread::scope(|scope| {
+        scope.spawn(|| cancel_when(canceller, created));
+        provider
+            .invoke(media_request("Veo-3.1", "x", OutputKind::Video), &sink)
+            .unwrap_err()
+    });
     assert_eq!(e.kind, ErrorKind::Cancelled);
     assert!(started.elapsed() < Duration::from_secs(2));
 }

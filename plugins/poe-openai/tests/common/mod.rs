@@ -77,3 +77,14 @@ pub fn invoke(provider: &PoeOpenAi, request: Request) -> (Result<Response, Plugi
 pub fn v1(server: &wiremock::MockServer) -> String {
     format!("{}/v1", server.uri())
 }
+
+/// Cancels through `canceller` once `reached()` says the request got to the
+/// upstream, or after 20 s (so a request that never arrives fails the test
+/// instead of hanging it). Run it on a scoped thread beside the call.
+pub fn cancel_when(canceller: Recorder, reached: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !reached() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    canceller.cancel();
+}

@@ -1,0 +1,214 @@
+//! A local fake of Anthropic's Messages API for running the real Claude Code
+//! offline (`ANTHROPIC_BASE_URL`). Its "model" is a script read from the
+//! prompt: every line `CALL <json>` is one call of [`FakeMessages::tool`]
+//! with those arguments, made one per turn in order; once every call has its
+//! `tool_result`, it answers with text quoting each result
+//! (`RESULT <n>: <text>`). Requests without the tool (titles, summaries)
+//! get a short text. Answers stream like the real API (`message_start`,
+//! `content_block_start`/`_delta`/`_stop`, `message_delta`, `message_stop`)
+//! or come whole when `stream` is false; `count_tokens` is answered too.
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+/// A running fake Messages API; every request is recorded.
+pub struct FakeMessages {
+    server: MockServer,
+}
+
+impl FakeMessages {
+    /// Starts the fake; `tool` is the full tool name the script calls
+    /// (`mcp__<server>__<tool>`).
+    pub async fn start(tool: &str) -> FakeMessages {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/messages/count_tokens"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"input_tokens": 42})))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(Script {
+                tool: tool.to_string(),
+            })
+            .mount(&server)
+            .await;
+        // Claude Code checks that the base URL answers before it starts.
+        Mock::given(method("HEAD"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&server)
+            .await;
+        FakeMessages { server }
+    }
+
+    /// The value for `ANTHROPIC_BASE_URL`.
+    pub fn base_url(&self) -> String {
+        self.server.uri()
+    }
+
+    /// Every request so far as `METHOD path: summary`, for failure messages
+    /// (what Claude Code really sends).
+    pub async fn traffic(&self) -> Vec<String> {
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+                format!(
+                    "{} {}: model {}, stream {}, {} messages, {} tools",
+                    r.method,
+                    r.url.path(),
+                    body["model"],
+                    body["stream"],
+                    body["messages"].as_array().map_or(0, Vec::len),
+                    body["tools"].as_array().map_or(0, Vec::len),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Whether a request offers `tool` to the model.
+fn offers(body: &Value, tool: &str) -> bool {
+    body["tools"]
+        .as_array()
+        .is_some_and(|tools| tools.iter().any(|t| t["name"] == tool))
+}
+
+/// The text parts of a message's content (a string or content blocks).
+fn texts(content: &Value) -> Vec<String> {
+    match content {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter(|b| b["type"] == "text")
+            .filter_map(|b| b["text"].as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The `tool_result` blocks of the conversation, as text, in order.
+pub fn tool_results(body: &Value) -> Vec<String> {
+    body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "user")
+        .filter_map(|m| m["content"].as_array())
+        .flatten()
+        .filter(|b| b["type"] == "tool_result")
+        .map(|b| match &b["content"] {
+            Value::String(s) => s.clone(),
+            other => texts(other).join(""),
+        })
+        .collect()
+}
+
+/// The `CALL <json>` lines of the user's messages.
+fn scripted_calls(body: &Value) -> Vec<Value> {
+    body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "user")
+        .flat_map(|m| texts(&m["content"]))
+        .flat_map(|t| {
+            t.lines()
+                .filter_map(|l| l.trim().strip_prefix("CALL "))
+                .filter_map(|json| serde_json::from_str(json).ok())
+                .collect::<Vec<Value>>()
+        })
+        .collect()
+}
+
+/// One content block of an answer.
+enum Block {
+    Text(String),
+    ToolUse {
+        id: String,
+        name: String,
+        input: Value,
+    },
+}
+
+struct Script {
+    tool: String,
+}
+
+impl Respond for Script {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
+            return ResponseTemplate::new(400).set_body_json(json!({"type": "error",
+                "error": {"type": "invalid_request_error", "message": "body is not JSON"}}));
+        };
+        let model = body["model"].as_str().unwrap_or("claude-fake").to_string();
+        let results = tool_results(&body);
+        let calls = scripted_calls(&body);
+        let (block, stop) = if offers(&body, &self.tool) && results.len() < calls.len() {
+            let n = results.len();
+            let block = Block::ToolUse {
+                id: format!("toolu_fake_{n}"),
+                name: self.tool.clone(),
+                input: calls[n].clone(),
+            };
+            (block, "tool_use")
+        } else if !results.is_empty() {
+            let quoted: Vec<String> = results
+                .iter()
+                .enumerate()
+                .map(|(n, r)| format!("RESULT {}: {r}", n + 1))
+                .collect();
+            (Block::Text(quoted.join("\n")), "end_turn")
+        } else {
+            (Block::Text("Fake title".into()), "end_turn")
+        };
+        if body["stream"] == json!(true) {
+            let sse: String = events(&model, &block, stop)
+                .iter()
+                .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
+                .collect();
+            ResponseTemplate::new(200).set_body_raw(sse, "text/event-stream")
+        } else {
+            let content = match &block {
+                Block::Text(text) => json!({"type": "text", "text": text}),
+                Block::ToolUse { id, name, input } => {
+                    json!({"type": "tool_use", "id": id, "name": name, "input": input})
+                }
+            };
+            ResponseTemplate::new(200).set_body_json(json!({
+                "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+                "content": [content], "stop_reason": stop, "stop_sequence": null,
+                "usage": {"input_tokens": 42, "output_tokens": 9},
+            }))
+        }
+    }
+}
+
+/// The streamed events of a one-block answer.
+fn events(model: &str, block: &Block, stop: &str) -> Vec<Value> {
+    let (start, delta) = match block {
+        Block::Text(text) => (
+            json!({"type": "text", "text": ""}),
+            json!({"type": "text_delta", "text": text}),
+        ),
+        Block::ToolUse { id, name, input } => (
+            json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+            json!({"type": "input_json_delta", "partial_json": input.to_string()}),
+        ),
+    };
+    vec![
+        json!({"type": "message_start", "message": {"id": "msg_fake", "type": "message",
+            "role": "assistant", "model": model, "content": [], "stop_reason": null,
+            "stop_sequence": null, "usage": {"input_tokens": 42, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": start}),
+        json!({"type": "content_block_delta", "index": 0, "delta": delta}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
+            "usage": {"output_tokens": 9}}),
+        json!({"type": "message_stop"}),
+    ]
+}

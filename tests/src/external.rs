@@ -1,0 +1,141 @@
+//! The external tools some end-to-end tests drive (the real Claude Code and
+//! Codex CLIs, the official MCP Python SDK), and the one rule for a missing
+//! one: the test **fails**, saying how to install the tool, unless
+//! `POE_CODE_TEST_SKIP` names it (comma- or space-separated: `claude`,
+//! `codex`, `python-mcp`). Then the test prints `SKIPPED <test>: <why>` and
+//! passes. `.ci/run` installs every tool and sets the opt-out only for one it
+//! could not install, printing the same SKIPPED line where a person sees it.
+//! A test never skips silently.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::build::workspace_root;
+
+/// The environment variable naming the tools whose tests may skip.
+pub const SKIP_VAR: &str = "POE_CODE_TEST_SKIP";
+
+/// An external tool a test needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// Claude Code (npm `@anthropic-ai/claude-code`): `CLAUDE_BIN`, else
+    /// `target/ci-tools`, else `claude` on `PATH`.
+    Claude,
+    /// The Codex CLI (npm `@openai/codex`): `CODEX_BIN`, else
+    /// `target/ci-tools`, else `codex` on `PATH`.
+    Codex,
+    /// `python3` on `PATH` with the official MCP SDK (PyPI `mcp` 2.x).
+    PythonMcp,
+}
+
+impl Tool {
+    /// The name `POE_CODE_TEST_SKIP` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Claude => "claude",
+            Tool::Codex => "codex",
+            Tool::PythonMcp => "python-mcp",
+        }
+    }
+
+    fn install_hint(self) -> &'static str {
+        match self {
+            Tool::Claude => {
+                "npm install --prefix target/ci-tools @anthropic-ai/claude-code (as .ci/run does)"
+            }
+            Tool::Codex => "npm install --prefix target/ci-tools @openai/codex (as .ci/run does)",
+            Tool::PythonMcp => "python3 -m pip install 'mcp>=2,<3' (as .ci/run does)",
+        }
+    }
+
+    /// Where the tool is, or why it cannot be used.
+    pub fn find(self) -> Result<PathBuf, String> {
+        match self {
+            Tool::Claude => find_cli("CLAUDE_BIN", "claude"),
+            Tool::Codex => find_cli("CODEX_BIN", "codex"),
+            Tool::PythonMcp => find_python_mcp(),
+        }
+    }
+}
+
+/// The tool for `test`, or `None` when it is missing and the caller opted
+/// out (the test then returns). Panics, with the reason and the install
+/// command, when it is missing without an opt-out.
+pub fn require(tool: Tool, test: &str) -> Option<PathBuf> {
+    match tool.find() {
+        Ok(path) => Some(path),
+        Err(why) if opted_out(tool) => {
+            eprintln!("SKIPPED {test}: {why} ({SKIP_VAR} names {})", tool.name());
+            None
+        }
+        Err(why) => panic!(
+            "{test} needs {}: {why}.\nInstall it: {}\nor skip this test knowingly with {SKIP_VAR}={}",
+            tool.name(),
+            tool.install_hint(),
+            tool.name()
+        ),
+    }
+}
+
+fn opted_out(tool: Tool) -> bool {
+    std::env::var(SKIP_VAR).is_ok_and(|list| {
+        list.split([',', ' '])
+            .any(|name| name.trim() == tool.name())
+    })
+}
+
+/// `$var` if set (it must exist), else the copy `.ci/run` installs, else
+/// `name` on `PATH`.
+fn find_cli(var: &str, name: &str) -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os(var).filter(|b| !b.is_empty()) {
+        let bin = PathBuf::from(bin);
+        return if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(format!("{var}={} does not exist", bin.display()))
+        };
+    }
+    let ci = workspace_root()
+        .join("target/ci-tools/node_modules/.bin")
+        .join(name);
+    if ci.is_file() {
+        return Ok(ci);
+    }
+    on_path(name).ok_or_else(|| {
+        format!(
+            "{var} is not set, {} does not exist and there is no `{name}` on PATH",
+            ci.display()
+        )
+    })
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn find_python_mcp() -> Result<PathBuf, String> {
+    let python = on_path("python3").ok_or("there is no `python3` on PATH")?;
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('mcp'))",
+        ])
+        .output()
+        .map_err(|e| format!("{} does not run: {e}", python.display()))?;
+    if !out.status.success() {
+        return Err("the Python package `mcp` is not installed".into());
+    }
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !version.starts_with("2.") {
+        return Err(format!("need the Python package mcp 2.x, found {version}"));
+    }
+    Ok(python)
+}
