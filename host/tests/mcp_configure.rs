@@ -274,7 +274,7 @@ fn codex_configure_unconfigure_cycle() {
     assert!(stderr.contains("Configured poe-code for Codex"), "{stderr}");
     let text = fs::read_to_string(&file).unwrap();
     let block = format!(
-        "[mcp_servers.poe-code]\ncommand = \"{}\"\nargs = [\"mcp\", \"run\"]\ntool_timeout_sec = 900\n",
+        "[mcp_servers.poe-code]\ncommand = \"{}\"\nargs = [\"mcp\", \"run\"]\ntool_timeout_sec = 900\ndefault_tools_approval_mode = \"approve\"\n",
         our_command()
     );
     // Added after the other servers, with every comment kept.

@@ -87,7 +87,11 @@ pub static PROVIDERS: &[Provider] = &[
     },
     // Codex reads `[mcp_servers.<name>]` from ~/.codex/config.toml
     // (`$CODEX_HOME/config.toml` when set); its default `tool_timeout_sec` is far
-    // shorter than a video generation.
+    // shorter than a video generation. Codex runs an MCP tool without asking only
+    // when it claims to be read-only, and `codex exec` (approval policy `never`)
+    // refuses the others outright; `get_bot_response` cannot claim that (it
+    // reaches the codex-cli provider, which writes where its own sandbox allows),
+    // so the entry approves our tools: configuring poe-code is the consent.
     Provider {
         id: "codex",
         name: "Codex",
@@ -99,6 +103,7 @@ pub static PROVIDERS: &[Provider] = &[
             ("command", Field::Command),
             ("args", Field::Args),
             ("tool_timeout_sec", Field::TimeoutSecs),
+            ("default_tools_approval_mode", Field::Const("approve")),
         ],
         note: None,
     },
@@ -281,6 +286,13 @@ mod tests {
         };
         let codex = find("codex").unwrap().entry(&server, 600);
         assert_eq!(codex[2], ("tool_timeout_sec".to_string(), Value::from(600)));
+        assert_eq!(
+            codex[3],
+            (
+                "default_tools_approval_mode".to_string(),
+                Value::from("approve")
+            )
+        );
         let gemini = find("gemini").unwrap().entry(&server, 30);
         assert_eq!(gemini[2], ("timeout".to_string(), Value::from(30_000)));
         let claude = find("claude-code").unwrap().entry(&server, 600);
