@@ -1,22 +1,52 @@
 //! A minimal MCP client over a child process's stdio that shows every line:
 //! tests need raw access (malformed input, notifications, ids), which a full
-//! SDK client hides.
+//! SDK client hides. Like every real client it answers the server's `ping`
+//! at once (the server uses one as a barrier before a streamed result).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// How long any single expected message may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Work for the task that owns the shim's stdin.
+enum ToStdin {
+    /// A line (with its newline); the sender learns when it was written.
+    Line(Vec<u8>, Option<oneshot::Sender<()>>),
+    /// Close stdin (end the session the MCP way).
+    Close,
+}
+
+/// Writes lines to stdin in order until closed.
+async fn stdin_writer(mut stdin: ChildStdin, mut work: mpsc::UnboundedReceiver<ToStdin>) {
+    while let Some(item) = work.recv().await {
+        match item {
+            ToStdin::Line(line, ack) => {
+                let written = stdin.write_all(&line).await.and(stdin.flush().await);
+                // A pong (no ack) racing a closing shim is of no consequence.
+                if let Some(ack) = ack {
+                    written.expect("write to the shim's stdin");
+                    let _ = ack.send(());
+                }
+            }
+            ToStdin::Close => return,
+        }
+    }
+}
+
 /// A client connected to a shim's stdin/stdout.
 pub struct McpClient {
     child: Child,
-    stdin: Option<ChildStdin>,
+    stdin: Option<mpsc::UnboundedSender<ToStdin>>,
+    /// Server `ping` requests answered so far.
+    pings: Arc<AtomicU64>,
     incoming: mpsc::UnboundedReceiver<Value>,
     /// Messages received but not yet consumed by a `wait_for`.
     buffered: VecDeque<Value>,
@@ -35,13 +65,24 @@ impl McpClient {
             .kill_on_drop(true);
         let mut child = command.spawn().expect("spawn shim");
         let stdout = child.stdout.take().expect("stdout");
-        let stdin = child.stdin.take();
+        let (stdin_tx, stdin_rx) = mpsc::unbounded_channel();
+        tokio::spawn(stdin_writer(child.stdin.take().expect("stdin"), stdin_rx));
         let (tx, incoming) = mpsc::unbounded_channel();
         let (bad_tx, non_json) = mpsc::unbounded_channel();
+        let pings = Arc::new(AtomicU64::new(0));
+        let pongs = stdin_tx.clone();
+        let answered = pings.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 match serde_json::from_str::<Value>(&line) {
+                    Ok(value) if value["method"] == "ping" && value.get("id").is_some() => {
+                        let pong = json!({"jsonrpc": "2.0", "id": value["id"], "result": {}});
+                        let mut bytes = pong.to_string().into_bytes();
+                        bytes.push(b'\n');
+                        let _ = pongs.send(ToStdin::Line(bytes, None));
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
                     Ok(value) => {
                         let _ = tx.send(value);
                     }
@@ -53,7 +94,8 @@ impl McpClient {
         });
         Self {
             child,
-            stdin,
+            stdin: Some(stdin_tx),
+            pings,
             incoming,
             buffered: VecDeque::new(),
             non_json,
@@ -63,10 +105,20 @@ impl McpClient {
 
     /// Writes one raw line.
     pub async fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        stdin.write_all(line.as_bytes()).await.expect("write");
-        stdin.write_all(b"\n").await.expect("write");
-        stdin.flush().await.expect("flush");
+        let stdin = self.stdin.as_ref().expect("stdin open");
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        let (ack, written) = oneshot::channel();
+        stdin
+            .send(ToStdin::Line(bytes, Some(ack)))
+            .expect("stdin writer alive");
+        written.await.expect("line written");
+    }
+
+    /// How many server `ping` requests this client answered.
+    pub fn pings_answered(&self) -> u64 {
+        self.pings.load(Ordering::SeqCst)
     }
 
     /// Sends a JSON message.
@@ -168,7 +220,9 @@ impl McpClient {
 
     /// Closes stdin (the MCP way to end a stdio session).
     pub fn close_stdin(&mut self) {
-        self.stdin = None;
+        if let Some(stdin) = self.stdin.take() {
+            let _ = stdin.send(ToStdin::Close);
+        }
     }
 
     /// Waits for the shim to exit.

@@ -157,7 +157,9 @@ async fn streamed_progress_is_coalesced_and_never_follows_the_result() {
         .map(|n| n["params"]["progress"].as_f64().unwrap())
         .collect();
     assert!(values.windows(2).all(|w| w[0] < w[1]), "{values:?}");
-    // Nothing for that request arrives after its result.
+    // The result waited for the client to answer a ping sent after the
+    // last notification, and nothing for that request arrives after it.
+    assert_eq!(shim.pings_answered(), 1);
     let ping = shim.request("ping", json!({})).await;
     assert!(ping.get("result").is_some(), "{ping}");
     let late = shim.take_notifications("notifications/progress");
