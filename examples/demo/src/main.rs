@@ -60,7 +60,10 @@ async fn main() {
         .unwrap_or_default();
     println!("tools: {}", names.join(", "));
 
-    println!("\n-> get_bot_response({text_bot}), streaming progress:");
+    println!(
+        "\n-> get_bot_response({text_bot}), streaming progress (at most one notification per \
+         250 ms, none once the answer is in; the local stand-in answers at once):"
+    );
     let answer = agent
         .request(
             "tools/call",
