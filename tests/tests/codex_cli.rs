@@ -153,13 +153,7 @@ async fn codex_runs_in_the_session_directory_and_streams() {
     );
 
     // `codex:<model>` picks the model; the plugin sees the name without the prefix.
-    let answer = s
-        .shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "codex:gpt-5-codex", "message": "hi"}),
-        )
-        .await;
+    let answer = s.shim.ask("codex:gpt-5-codex", "hi").await;
     assert_eq!(
         result_text(&answer),
         "Codex heard: hi (model gpt-5-codex)",
@@ -170,13 +164,7 @@ async fn codex_runs_in_the_session_directory_and_streams() {
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_map_to_provider_unavailable_with_the_fix() {
     let mut s = setup(&fake_codex()).await;
-    let login = s
-        .shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "codex", "message": "NOLOGIN"}),
-        )
-        .await;
+    let login = s.shim.ask("codex", "NOLOGIN").await;
     assert!(is_tool_error(&login));
     assert_eq!(
         error_code(&login).as_deref(),
@@ -186,13 +174,7 @@ async fn failures_map_to_provider_unavailable_with_the_fix() {
     assert!(result_text(&login).contains("codex login"), "{login}");
     assert_eq!(runs(&s.log).len(), 1, "a missing login is not retried");
 
-    let crash = s
-        .shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "codex", "message": "CRASH"}),
-        )
-        .await;
+    let crash = s.shim.ask("codex", "CRASH").await;
     assert_eq!(
         error_code(&crash).as_deref(),
         Some("PROVIDER_UNAVAILABLE"),
@@ -205,13 +187,7 @@ async fn failures_map_to_provider_unavailable_with_the_fix() {
 
     // A failed turn is an upstream failure the plugin marks not retryable:
     // the turn may already have run commands, so it runs exactly once.
-    let failed = s
-        .shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "codex", "message": "please FAIL"}),
-        )
-        .await;
+    let failed = s.shim.ask("codex", "please FAIL").await;
     assert_eq!(
         error_code(&failed).as_deref(),
         Some("PROVIDER_UNAVAILABLE"),
@@ -232,13 +208,7 @@ async fn failures_map_to_provider_unavailable_with_the_fix() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_binary_is_provider_unavailable() {
     let mut s = setup(Path::new("/nonexistent/bin/codex")).await;
-    let answer = s
-        .shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "codex", "message": "x"}),
-        )
-        .await;
+    let answer = s.shim.ask("codex", "x").await;
     assert_eq!(
         error_code(&answer).as_deref(),
         Some("PROVIDER_UNAVAILABLE"),
@@ -308,13 +278,7 @@ async fn cancelling_a_run_leaves_no_process_behind() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_continuation_id_resumes_the_codex_thread_over_mcp() {
     let mut s = setup(&fake_codex()).await;
-    let first = s
-        .shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "codex", "message": "start a thread"}),
-        )
-        .await;
+    let first = s.shim.ask("codex", "start a thread").await;
     let meta = &first["result"]["_meta"];
     let id = meta["poe-code/continuation_id"]
         .as_str()

@@ -16,12 +16,7 @@ async fn first_shim_starts_the_daemon_and_answers() {
     let init = shim.initialize("lifecycle-test").await;
     assert_eq!(init["result"]["serverInfo"]["name"], "poe-code");
     assert_eq!(init["result"]["protocolVersion"], "2025-11-25");
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "hi there"}),
-        )
-        .await;
+    let answer = shim.ask("echo", "hi there").await;
     assert_eq!(result_text(&answer), "hi there");
 
     let status = env.status().expect("daemon runs after the first shim");
@@ -281,12 +276,7 @@ async fn a_shim_started_right_after_stop_is_served_by_a_new_daemon() {
     let mut shim = env.shim().await;
     let init = shim.initialize("after-stop").await;
     assert_eq!(init["result"]["serverInfo"]["name"], "poe-code", "{init}");
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "a new daemon"}),
-        )
-        .await;
+    let answer = shim.ask("echo", "a new daemon").await;
     assert_eq!(result_text(&answer), "a new daemon");
     let new_pid = env.status().expect("the new daemon serves")["pid"]
         .as_u64()

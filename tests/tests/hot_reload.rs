@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use testkit::client::result_text;
 use testkit::{TestEnv, build};
 
@@ -50,12 +50,7 @@ fn plugin(status: &Value, id: &str) -> Option<Value> {
 }
 
 async fn ask(shim: &mut testkit::McpClient, bot: &str, message: &str) -> String {
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": bot, "message": message}),
-        )
-        .await;
+    let answer = shim.ask(bot, message).await;
     assert_ne!(answer["result"]["isError"], true, "{answer}");
     result_text(&answer)
 }
@@ -266,12 +261,7 @@ async fn new_files_add_plugins_removed_files_retire_them_and_older_compatible_ap
 
     std::fs::remove_file(&older).unwrap();
     env.wait_status(Duration::from_secs(10), |s| plugin(s, "older").is_none());
-    let gone = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "older", "message": "x"}),
-        )
-        .await;
+    let gone = shim.ask("older", "x").await;
     assert_eq!(
         testkit::client::error_code(&gone).as_deref(),
         Some("MODEL_NOT_FOUND")
@@ -287,12 +277,7 @@ async fn status_reports_per_plugin_upstream_figures() {
     for i in 0..5 {
         ask(&mut shim, "echo", &format!("m{i}")).await;
     }
-    let _ = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "faulty-panic", "message": "x"}),
-        )
-        .await;
+    let _ = shim.ask("faulty-panic", "x").await;
     let status = env.status().unwrap();
     let echo = plugin(&status, "echo").unwrap();
     assert_eq!(echo["requests"], 5);

@@ -57,12 +57,7 @@ fn runs(log: &Path) -> Vec<Value> {
 }
 
 async fn ask_codex(shim: &mut testkit::McpClient, message: &str) -> Value {
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "codex", "message": message}),
-        )
-        .await;
+    let answer = shim.ask("codex", message).await;
     assert!(result_text(&answer).contains("Codex heard"), "{answer}");
     answer
 }

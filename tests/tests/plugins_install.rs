@@ -8,7 +8,6 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use serde_json::json;
 use testkit::client::{error_code, result_text};
 use testkit::{TestEnv, build};
 
@@ -26,12 +25,7 @@ async fn installing_a_crate_dir_builds_it_and_the_running_daemon_serves_it() {
     let env = TestEnv::new(&[]);
     let mut shim = env.shim().await;
     shim.initialize("author").await;
-    let before = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "hello there"}),
-        )
-        .await;
+    let before = shim.ask("echo", "hello there").await;
     assert_eq!(
         error_code(&before).as_deref(),
         Some("MODEL_NOT_FOUND"),
@@ -68,12 +62,7 @@ async fn installing_a_crate_dir_builds_it_and_the_running_daemon_serves_it() {
             .as_array()
             .is_some_and(|plugins| plugins.iter().any(|p| p["id"] == "echo"))
     });
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "hello there"}),
-        )
-        .await;
+    let answer = shim.ask("echo", "hello there").await;
     assert_eq!(result_text(&answer), "hello there", "{answer}");
 }
 
@@ -141,12 +130,7 @@ async fn without_plugins_calls_and_status_name_the_dirs_searched_and_the_install
     let env = env.with_var("POE_CODE_PLUGIN_DIR", missing.display().to_string());
     let mut shim = env.shim().await;
     shim.initialize("newcomer").await;
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "Claude-Sonnet-4.5", "message": "hi"}),
-        )
-        .await;
+    let answer = shim.ask("Claude-Sonnet-4.5", "hi").await;
     assert_eq!(
         error_code(&answer).as_deref(),
         Some("MODEL_NOT_FOUND"),
@@ -197,12 +181,7 @@ async fn a_plugin_dir_that_install_creates_after_the_daemon_started_is_loaded() 
     let env = env.with_var("POE_CODE_PLUGIN_DIR", later.display().to_string());
     let mut shim = env.shim().await;
     shim.initialize("newcomer").await;
-    let before = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "x"}),
-        )
-        .await;
+    let before = shim.ask("echo", "x").await;
     assert_eq!(
         error_code(&before).as_deref(),
         Some("MODEL_NOT_FOUND"),
@@ -232,12 +211,7 @@ async fn a_plugin_dir_that_install_creates_after_the_daemon_started_is_loaded() 
         later.display().to_string()
     );
     assert!(status["plugins_hint"].is_null());
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "found it"}),
-        )
-        .await;
+    let answer = shim.ask("echo", "found it").await;
     assert_eq!(result_text(&answer), "found it", "{answer}");
 
     // Watched itself now: a second plugin dropped in is loaded too.
@@ -284,11 +258,6 @@ async fn a_plugin_dir_that_install_creates_after_the_daemon_started_is_loaded() 
             .as_array()
             .is_some_and(|p| p.iter().any(|p| p["id"] == "echo"))
     });
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "back"}),
-        )
-        .await;
+    let answer = shim.ask("echo", "back").await;
     assert_eq!(result_text(&answer), "back", "{answer}");
 }
