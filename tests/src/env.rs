@@ -31,6 +31,11 @@ pub fn scratch_dir() -> TempDir {
         .expect("scratch dir")
 }
 
+/// The entry of plugin `id` in a `status --json` answer, if it is loaded.
+pub fn plugin<'a>(status: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
+    status["plugins"].as_array()?.iter().find(|p| p["id"] == id)
+}
+
 /// The API key tests send unless they set another.
 pub const TEST_API_KEY: &str = "test-key-0123456789abcdef";
 

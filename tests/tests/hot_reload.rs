@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use testkit::client::result_text;
+use testkit::env::plugin;
 use testkit::{TestEnv, build};
 
 /// Replaces `target` with `source` the way installers do: write a temp file
@@ -39,14 +40,6 @@ fn assert_stays(env: &TestEnv, what: &str, pred: impl Fn(&Value) -> bool) {
 
 fn mapped(status: &Value) -> u64 {
     status["libraries_mapped"].as_u64().unwrap()
-}
-
-fn plugin(status: &Value, id: &str) -> Option<Value> {
-    status["plugins"]
-        .as_array()?
-        .iter()
-        .find(|p| p["id"] == id)
-        .cloned()
 }
 
 async fn ask(shim: &mut testkit::McpClient, bot: &str, message: &str) -> String {

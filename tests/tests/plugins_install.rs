@@ -9,7 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use testkit::client::{error_code, result_text};
-use testkit::{TestEnv, build};
+use testkit::env::plugin;
+use testkit::{McpClient, TestEnv, build};
 
 fn plugin_dir_files(env: &TestEnv) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(env.plugin_dir())
@@ -18,6 +19,20 @@ fn plugin_dir_files(env: &TestEnv) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Waits until the daemon has loaded plugin `id`; returns that status.
+fn wait_loaded(env: &TestEnv, id: &str) -> serde_json::Value {
+    env.wait_status(Duration::from_secs(10), |s| plugin(s, id).is_some())
+}
+
+/// Waits until the echo plugin is loaded, then checks that `shim` reaches
+/// it; returns the status that showed it loaded.
+async fn echo_answers(env: &TestEnv, shim: &mut McpClient, message: &str) -> serde_json::Value {
+    let status = wait_loaded(env, "echo");
+    let answer = shim.ask("echo", message).await;
+    assert_eq!(result_text(&answer), message, "{answer}");
+    status
 }
 
 #[tokio::test]
@@ -57,13 +72,7 @@ async fn installing_a_crate_dir_builds_it_and_the_running_daemon_serves_it() {
     assert_eq!(plugin_dir_files(&env), ["libecho_plugin.so"]);
 
     // Hot reload picks the new file up; the same session then reaches it.
-    env.wait_status(Duration::from_secs(10), |status| {
-        status["plugins"]
-            .as_array()
-            .is_some_and(|plugins| plugins.iter().any(|p| p["id"] == "echo"))
-    });
-    let answer = shim.ask("echo", "hello there").await;
-    assert_eq!(result_text(&answer), "hello there", "{answer}");
+    echo_answers(&env, &mut shim, "hello there").await;
 }
 
 #[test]
@@ -201,18 +210,12 @@ async fn a_plugin_dir_that_install_creates_after_the_daemon_started_is_loaded() 
     );
     assert!(later.join("libecho_plugin.so").is_file());
 
-    let status = env.wait_status(Duration::from_secs(10), |s| {
-        s["plugins"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["id"] == "echo"))
-    });
+    let status = echo_answers(&env, &mut shim, "found it").await;
     assert_eq!(
         status["plugin_dirs"][0]["watching"],
         later.display().to_string()
     );
     assert!(status["plugins_hint"].is_null());
-    let answer = shim.ask("echo", "found it").await;
-    assert_eq!(result_text(&answer), "found it", "{answer}");
 
     // Watched itself now: a second plugin dropped in is loaded too.
     let out = env.run(
@@ -228,11 +231,7 @@ async fn a_plugin_dir_that_install_creates_after_the_daemon_started_is_loaded() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    env.wait_status(Duration::from_secs(10), |s| {
-        s["plugins"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["id"] == "older"))
-    });
+    wait_loaded(&env, "older");
 
     // The dir moved away: its plugins retire, its parent is watched again,
     // and installing once more brings the dir and the plugin back.
@@ -253,11 +252,5 @@ async fn a_plugin_dir_that_install_creates_after_the_daemon_started_is_loaded() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    env.wait_status(Duration::from_secs(10), |s| {
-        s["plugins"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["id"] == "echo"))
-    });
-    let answer = shim.ask("echo", "back").await;
-    assert_eq!(result_text(&answer), "back", "{answer}");
+    echo_answers(&env, &mut shim, "back").await;
 }
