@@ -136,6 +136,18 @@ impl TestEnv {
             .expect("run binary")
     }
 
+    /// Runs a binary to completion and asserts that it succeeded (a failure
+    /// shows its stderr).
+    pub fn run_ok(&self, binary: &str, args: &[&str]) -> Output {
+        let out = self.run(binary, args);
+        assert!(
+            out.status.success(),
+            "{binary} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     /// Starts a shim (`poe-code mcp run`) and returns a client speaking to it.
     pub async fn shim(&self) -> McpClient {
         let mut command = tokio::process::Command::from(self.command("poe-code"));

@@ -153,12 +153,7 @@ async fn status_and_stop_report_a_missing_daemon_like_systemctl() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
 
-    let out = env.run("poe-coded", &["start"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.run_ok("poe-coded", &["start"]);
     let out = env.run("poe-coded", &["status"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
@@ -232,14 +227,9 @@ async fn mcp_prints_client_config_with_absolute_path() {
 #[tokio::test(flavor = "multi_thread")]
 async fn query_streams_one_answer_to_the_terminal() {
     let env = TestEnv::new(&["echo-plugin"]);
-    let out = env.run(
+    let out = env.run_ok(
         "poe-code",
         &["query", "echo", "hello", "from", "the", "terminal"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -267,12 +257,7 @@ async fn a_shim_started_right_after_stop_is_served_by_a_new_daemon() {
     let status = env.wait_status(Duration::from_secs(30), |s| s["calls_in_flight"] == 1);
     let old_pid = status["pid"].as_u64().unwrap();
 
-    let out = env.run("poe-coded", &["stop"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.run_ok("poe-coded", &["stop"]);
     let mut shim = env.shim().await;
     let init = shim.initialize("after-stop").await;
     assert_eq!(init["result"]["serverInfo"]["name"], "poe-code", "{init}");

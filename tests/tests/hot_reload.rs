@@ -228,12 +228,7 @@ async fn broken_or_incompatible_files_are_refused_while_the_old_version_answers(
     env.wait_status(Duration::from_secs(10), |s| {
         plugin(s, "echo").is_some_and(|p| p["version"] == "0.2.0")
     });
-    let out = env.run("poe-coded", &["reload", "echo"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = env.run_ok("poe-coded", &["reload", "echo"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("reloaded echo"));
     assert_eq!(ask(&mut shim, "echo", "hi").await, "v2: hi");
 }

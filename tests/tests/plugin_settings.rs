@@ -153,12 +153,7 @@ async fn codex_settings_come_from_config_toml_and_status_shows_them() {
             fake_codex().display().to_string()
         ),
     );
-    let out = env.run("poe-coded", &["reload", "codex-cli"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.run_ok("poe-coded", &["reload", "codex-cli"]);
     ask_codex(&mut shim, "again").await;
     let run = runs(&log).pop().unwrap();
     assert!(
@@ -202,12 +197,7 @@ async fn the_daemons_environment_wins_over_the_file_and_a_broken_file_is_reporte
 
     // A file that no longer parses: reported, and the plugin keeps working.
     write_config(&env, "[plugins.codex-cli\n");
-    let out = env.run("poe-coded", &["reload", "codex-cli"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.run_ok("poe-coded", &["reload", "codex-cli"]);
     // `reload` answers once the reload is done, so the report is there now.
     let status = env.status().unwrap();
     assert!(

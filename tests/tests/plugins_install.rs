@@ -199,14 +199,9 @@ async fn a_plugin_dir_that_install_creates_after_the_daemon_started_is_loaded() 
 
     // `install` creates the dir (it is the first of POE_CODE_PLUGIN_DIR).
     let library = build::plugin_library("echo-plugin");
-    let out = env.run(
+    env.run_ok(
         "poe-code",
         &["plugins", "install", library.to_str().unwrap()],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert!(later.join("libecho_plugin.so").is_file());
 
@@ -218,18 +213,13 @@ async fn a_plugin_dir_that_install_creates_after_the_daemon_started_is_loaded() 
     assert!(status["plugins_hint"].is_null());
 
     // Watched itself now: a second plugin dropped in is loaded too.
-    let out = env.run(
+    env.run_ok(
         "poe-code",
         &[
             "plugins",
             "install",
             build::plugin_library("older-api-plugin").to_str().unwrap(),
         ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     wait_loaded(&env, "older");
 
@@ -243,14 +233,9 @@ async fn a_plugin_dir_that_install_creates_after_the_daemon_started_is_loaded() 
         status["plugin_dirs"][0]["watching"],
         env.plugin_dir().join("later").display().to_string()
     );
-    let out = env.run(
+    env.run_ok(
         "poe-code",
         &["plugins", "install", library.to_str().unwrap()],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     echo_answers(&env, &mut shim, "back").await;
 }
