@@ -10,6 +10,7 @@ pub mod client;
 pub mod codex;
 pub mod env;
 pub mod external;
+pub mod fake_codex;
 pub mod responses;
 
 pub use client::McpClient;

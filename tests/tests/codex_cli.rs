@@ -7,13 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use testkit::client::{error_code, is_tool_error, result_text};
+use testkit::fake_codex::{self, argv, runs};
 use testkit::{McpClient, TestEnv};
-
-fn fake_codex() -> PathBuf {
-    testkit::build::workspace_root().join("tests/fixtures/fake-codex.py")
-}
 
 struct Setup {
     env: TestEnv,
@@ -49,14 +46,6 @@ async fn setup(bin: &Path) -> Setup {
     }
 }
 
-fn runs(log: &Path) -> Vec<Value> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// Whether `pid` is a live (non-zombie) process, from /proc/<pid>/stat.
 fn alive(pid: i64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -89,7 +78,7 @@ fn group_members(pgid: i64) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn codex_runs_in_the_session_directory_and_streams() {
-    let mut s = setup(&fake_codex()).await;
+    let mut s = setup(&fake_codex::path()).await;
     let answer = s
         .shim
         .request(
@@ -163,7 +152,7 @@ async fn codex_runs_in_the_session_directory_and_streams() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_map_to_provider_unavailable_with_the_fix() {
-    let mut s = setup(&fake_codex()).await;
+    let mut s = setup(&fake_codex::path()).await;
     let login = s.shim.ask("codex", "NOLOGIN").await;
     assert!(is_tool_error(&login));
     assert_eq!(
@@ -221,7 +210,7 @@ async fn a_missing_binary_is_provider_unavailable() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelling_a_run_leaves_no_process_behind() {
-    let mut s = setup(&fake_codex()).await;
+    let mut s = setup(&fake_codex::path()).await;
     for marker in ["SLOW run", "STUBBORN run"] {
         let id = s
             .shim
@@ -277,7 +266,7 @@ async fn cancelling_a_run_leaves_no_process_behind() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_continuation_id_resumes_the_codex_thread_over_mcp() {
-    let mut s = setup(&fake_codex()).await;
+    let mut s = setup(&fake_codex::path()).await;
     let first = s.shim.ask("codex", "start a thread").await;
     let meta = &first["result"]["_meta"];
     let id = meta["poe-code/continuation_id"]
@@ -308,12 +297,7 @@ async fn a_continuation_id_resumes_the_codex_thread_over_mcp() {
         .into_iter()
         .find(|r| r["prompt"] == "and go on")
         .expect("second run");
-    let argv: Vec<&str> = resumed["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let argv = argv(&resumed);
     assert!(
         argv.contains(&"resume") && argv.contains(&thread.as_str()),
         "{argv:?}"
