@@ -81,6 +81,12 @@ impl TestEnv {
         self.root.path().join("plugins")
     }
 
+    /// Writes `config.toml` in the state dir (creating the dir).
+    pub fn write_config(&self, text: &str) {
+        std::fs::create_dir_all(self.home()).expect("state dir");
+        std::fs::write(self.path("config.toml"), text).expect("write config.toml");
+    }
+
     /// Copies a built plugin into the plugin dir.
     pub fn install_plugin(&self, crate_name: &str) {
         let source = build::plugin_library(crate_name);

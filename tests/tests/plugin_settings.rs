@@ -31,11 +31,6 @@ fn env_without_codex_vars(plugins: &[&str], log: &Path) -> TestEnv {
     env
 }
 
-fn write_config(env: &TestEnv, text: &str) {
-    std::fs::create_dir_all(env.home()).unwrap();
-    std::fs::write(env.path("config.toml"), text).unwrap();
-}
-
 fn setting<'a>(status: &'a Value, id: &str, key: &str) -> &'a Value {
     plugin(status, id)
         .and_then(|p| p["settings"].as_array())
@@ -55,20 +50,17 @@ async fn codex_settings_come_from_config_toml_and_status_shows_them() {
     let log = scratch.path().join("runs.jsonl");
     let codex_home = scratch.path().join("codex-home");
     let env = env_without_codex_vars(&["codex-cli", "poe-openai"], &log);
-    write_config(
-        &env,
-        &format!(
-            "[plugins.codex-cli]\n\
+    env.write_config(&format!(
+        "[plugins.codex-cli]\n\
              CODEX_BIN = {bin:?}\n\
              CODEX_SANDBOX_MODE = \"workspace-write\"\n\
              CODEX_HOME = {home:?}\n\
              CODEX_SANDBOX = \"a typo\"\n\
              [plugins.poe-openai]\n\
              POE_VIDEO_POLL_MS = 75\n",
-            bin = fake_codex::path().display().to_string(),
-            home = codex_home.display().to_string(),
-        ),
-    );
+        bin = fake_codex::path().display().to_string(),
+        home = codex_home.display().to_string(),
+    ));
     let mut shim = env.shim().await;
     shim.initialize("settings").await;
     ask_codex(&mut shim, "hello").await;
@@ -123,13 +115,10 @@ async fn codex_settings_come_from_config_toml_and_status_shows_them() {
     );
 
     // An edited file applies on reload; the running daemon rereads it.
-    write_config(
-        &env,
-        &format!(
-            "[plugins.codex-cli]\nCODEX_BIN = {:?}\nCODEX_SANDBOX_MODE = \"read-only\"\n",
-            fake_codex::path().display().to_string()
-        ),
-    );
+    env.write_config(&format!(
+        "[plugins.codex-cli]\nCODEX_BIN = {:?}\nCODEX_SANDBOX_MODE = \"read-only\"\n",
+        fake_codex::path().display().to_string()
+    ));
     env.run_ok("poe-coded", &["reload", "codex-cli"]);
     ask_codex(&mut shim, "again").await;
     let run = runs(&log).pop().unwrap();
@@ -144,10 +133,7 @@ async fn the_daemons_environment_wins_over_the_file_and_a_broken_file_is_reporte
     let env = env_without_codex_vars(&["codex-cli"], &log)
         .with_var("CODEX_BIN", fake_codex::path().display().to_string())
         .with_var("CODEX_SANDBOX_MODE", "danger-full-access");
-    write_config(
-        &env,
-        "[plugins.codex-cli]\nCODEX_SANDBOX_MODE = \"workspace-write\"\n",
-    );
+    env.write_config("[plugins.codex-cli]\nCODEX_SANDBOX_MODE = \"workspace-write\"\n");
     let mut shim = env.shim().await;
     shim.initialize("precedence").await;
     ask_codex(&mut shim, "hello").await;
@@ -162,7 +148,7 @@ async fn the_daemons_environment_wins_over_the_file_and_a_broken_file_is_reporte
     assert_eq!(sandbox["value"], "danger-full-access");
 
     // A file that no longer parses: reported, and the plugin keeps working.
-    write_config(&env, "[plugins.codex-cli\n");
+    env.write_config("[plugins.codex-cli\n");
     env.run_ok("poe-coded", &["reload", "codex-cli"]);
     // `reload` answers once the reload is done, so the report is there now.
     let status = env.status().unwrap();

@@ -277,8 +277,7 @@ async fn persistent_server_errors_give_up_with_a_clear_error() {
 #[tokio::test(flavor = "multi_thread")]
 async fn config_file_sets_limits_and_a_broken_one_is_reported_not_fatal() {
     let env = TestEnv::new(&["echo-plugin"]);
-    std::fs::create_dir_all(env.home()).unwrap();
-    std::fs::write(env.path("config.toml"), "[limits]\necho = 321\n").unwrap();
+    env.write_config("[limits]\necho = 321\n");
     let mut shim = env.shim().await;
     shim.initialize("configured").await;
     let answer = shim.ask("echo", "hi").await;
@@ -288,8 +287,7 @@ async fn config_file_sets_limits_and_a_broken_one_is_reported_not_fatal() {
     assert!(status["config_error"].is_null());
 
     let broken = TestEnv::new(&["echo-plugin"]);
-    std::fs::create_dir_all(broken.home()).unwrap();
-    std::fs::write(broken.path("config.toml"), "[limits\necho = ").unwrap();
+    broken.write_config("[limits\necho = ");
     let mut shim = broken.shim().await;
     shim.initialize("broken-config").await;
     let answer = shim.ask("echo", "still").await;
