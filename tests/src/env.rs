@@ -154,6 +154,21 @@ impl TestEnv {
         out
     }
 
+    /// Runs `poe-code mcp configure <agent>` as a user would, `locate`
+    /// pointing it at the agent's config (`HOME` and the like); asserts it
+    /// succeeded.
+    pub fn configure_agent(&self, agent: &str, locate: impl FnOnce(&mut Command)) {
+        let mut command = self.command("poe-code");
+        command.args(["mcp", "configure", agent]);
+        locate(&mut command);
+        let out = command.output().expect("run poe-code mcp configure");
+        assert!(
+            out.status.success(),
+            "configure failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Starts a shim (`poe-code mcp run`) and returns a client speaking to it.
     pub async fn shim(&self) -> McpClient {
         let mut command = tokio::process::Command::from(self.command("poe-code"));
