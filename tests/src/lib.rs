@@ -12,6 +12,7 @@ pub mod env;
 pub mod external;
 pub mod fake_codex;
 pub mod responses;
+pub mod sse;
 
 pub use client::McpClient;
 pub use env::TestEnv;
