@@ -394,7 +394,7 @@ mod tests {
         );
         assert_eq!(
             fs::read_to_string(&path).unwrap(),
-            "[mcp_servers.poe-code]\ncommand = \"/opt/poe/bin/poe-code\"\nargs = [\"mcp\", \"run\"]\ntool_timeout_sec = 120\n"
+            "[mcp_servers.poe-code]\ncommand = \"/opt/poe/bin/poe-code\"\nargs = [\"mcp\", \"run\"]\ntool_timeout_sec = 120\ndefault_tools_approval_mode = \"approve\"\n"
         );
         assert!(!atomic::backup_path(&path).exists());
     }
