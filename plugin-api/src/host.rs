@@ -109,8 +109,15 @@ impl Library {
             path: file.to_owned(),
             reason: format!("cannot copy to {}: {e}", copy.display()),
         })?;
-        let loaded = Self::load(&copy);
-        let _ = std::fs::remove_file(&copy);
+        Self::load_from_copy(file, &copy)
+    }
+
+    /// Loads `file` from `copy`, a fresh copy of it the caller wrote (say,
+    /// hashing the bytes on the way), and deletes the copy once mapped. The
+    /// library and any error name `file`, not the copy.
+    pub fn load_from_copy(file: &Path, copy: &Path) -> Result<Self, LoadError> {
+        let loaded = Self::load(copy);
+        let _ = std::fs::remove_file(copy);
         // Report the file the user knows, not the private copy.
         match loaded {
             Ok(mut library) => {

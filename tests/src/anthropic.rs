@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+use crate::sse::event_stream;
+
 /// A running fake Messages API; every request is recorded.
 pub struct FakeMessages {
     server: MockServer,
@@ -167,11 +169,7 @@ impl Respond for Script {
             (Block::Text("Fake title".into()), "end_turn")
         };
         if body["stream"] == json!(true) {
-            let sse: String = events(&model, &block, stop)
-                .iter()
-                .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
-                .collect();
-            ResponseTemplate::new(200).set_body_raw(sse, "text/event-stream")
+            event_stream(&events(&model, &block, stop))
         } else {
             let content = match &block {
                 Block::Text(text) => json!({"type": "text", "text": text}),

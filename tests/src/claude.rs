@@ -4,14 +4,10 @@
 //! MCP log Claude Code keeps for each server.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 use serde_json::Value;
 
-/// Longest a single `claude -p` may take before the test fails (a hang
-/// guard, far above the seconds a run takes).
-const RUN_LIMIT: Duration = Duration::from_secs(300);
+use crate::external::{clean_command, run_bounded};
 
 /// One Claude Code installation with its own `HOME` and working directory.
 pub struct ClaudeCode {
@@ -85,15 +81,12 @@ impl ClaudeCode {
     /// with a clean environment: only `PATH`, this `HOME`, the fake API and
     /// the switches that keep Claude Code offline and deterministic.
     pub async fn run(&self, prompt: &str, allowed_tools: &[&str]) -> ClaudeRun {
-        let mut command = tokio::process::Command::new(&self.bin);
+        let mut command = clean_command(&self.bin, &self.work);
         command
             .arg("-p")
             .arg(prompt)
             .args(["--output-format", "json", "--allowedTools"])
             .args(allowed_tools)
-            .current_dir(&self.work)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &self.home)
             .env("ANTHROPIC_BASE_URL", &self.base_url)
             .env("ANTHROPIC_API_KEY", "sk-ant-fake-0000")
@@ -103,16 +96,8 @@ impl ClaudeCode {
             // tools of a server still connecting (~1 s into its start);
             // this makes it wait, so a cold daemon on a busy machine cannot
             // turn the test into a no-op.
-            .env("MCP_CONNECTION_NONBLOCKING", "false")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let child = command.spawn().expect("spawn claude");
-        let out = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("claude -p ran longer than {RUN_LIMIT:?}"))
-            .expect("wait for claude");
+            .env("MCP_CONNECTION_NONBLOCKING", "false");
+        let out = run_bounded(command, "claude -p").await;
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         ClaudeRun {
             output: serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),

@@ -218,6 +218,15 @@ impl McpClient {
             .await
     }
 
+    /// Calls `get_bot_response` with just `bot_name` and `message`.
+    pub async fn ask(&mut self, bot: &str, message: &str) -> Value {
+        self.call_tool(
+            "get_bot_response",
+            json!({"bot_name": bot, "message": message}),
+        )
+        .await
+    }
+
     /// Closes stdin (the MCP way to end a stdio session).
     pub fn close_stdin(&mut self) {
         if let Some(stdin) = self.stdin.take() {

@@ -5,14 +5,10 @@
 //! where our codex-cli plugin runs Codex.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 use serde_json::Value;
 
-/// Longest a single `codex exec` may take before the test fails (a hang
-/// guard, far above the seconds a run takes).
-const RUN_LIMIT: Duration = Duration::from_secs(300);
+use crate::external::{clean_command, run_bounded};
 
 /// Writes `<home>/config.toml` pointing Codex at the fake Responses API at
 /// `base_url` with `model`; no retries, so a fake's mistake shows at once.
@@ -108,25 +104,14 @@ impl Codex {
     pub async fn exec(&self, prompt: &str) -> CodexRun {
         let last = self.home.join("last-message.txt");
         let _ = std::fs::remove_file(&last);
-        let mut command = tokio::process::Command::new(&self.bin);
+        let mut command = clean_command(&self.bin, &self.work);
         command
             .args(["exec", "--skip-git-repo-check", "--json", "-o"])
             .arg(&last)
             .arg(prompt)
-            .current_dir(&self.work)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.home.parent().unwrap_or(&self.home))
-            .env("CODEX_HOME", &self.home)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let child = command.spawn().expect("spawn codex");
-        let out = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("codex exec ran longer than {RUN_LIMIT:?}"))
-            .expect("wait for codex");
+            .env("CODEX_HOME", &self.home);
+        let out = run_bounded(command, "codex exec").await;
         CodexRun {
             events: String::from_utf8_lossy(&out.stdout)
                 .lines()

@@ -31,6 +31,11 @@ pub fn scratch_dir() -> TempDir {
         .expect("scratch dir")
 }
 
+/// The entry of plugin `id` in a `status --json` answer, if it is loaded.
+pub fn plugin<'a>(status: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
+    status["plugins"].as_array()?.iter().find(|p| p["id"] == id)
+}
+
 /// The API key tests send unless they set another.
 pub const TEST_API_KEY: &str = "test-key-0123456789abcdef";
 
@@ -74,6 +79,12 @@ impl TestEnv {
     /// The plugin dir (`POE_CODE_PLUGIN_DIR`).
     pub fn plugin_dir(&self) -> PathBuf {
         self.root.path().join("plugins")
+    }
+
+    /// Writes `config.toml` in the state dir (creating the dir).
+    pub fn write_config(&self, text: &str) {
+        std::fs::create_dir_all(self.home()).expect("state dir");
+        std::fs::write(self.path("config.toml"), text).expect("write config.toml");
     }
 
     /// Copies a built plugin into the plugin dir.
@@ -129,6 +140,33 @@ impl TestEnv {
             .stdin(Stdio::null())
             .output()
             .expect("run binary")
+    }
+
+    /// Runs a binary to completion and asserts that it succeeded (a failure
+    /// shows its stderr).
+    pub fn run_ok(&self, binary: &str, args: &[&str]) -> Output {
+        let out = self.run(binary, args);
+        assert!(
+            out.status.success(),
+            "{binary} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs `poe-code mcp configure <agent>` as a user would, `locate`
+    /// pointing it at the agent's config (`HOME` and the like); asserts it
+    /// succeeded.
+    pub fn configure_agent(&self, agent: &str, locate: impl FnOnce(&mut Command)) {
+        let mut command = self.command("poe-code");
+        command.args(["mcp", "configure", agent]);
+        locate(&mut command);
+        let out = command.output().expect("run poe-code mcp configure");
+        assert!(
+            out.status.success(),
+            "configure failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Starts a shim (`poe-code mcp run`) and returns a client speaking to it.

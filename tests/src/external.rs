@@ -5,10 +5,12 @@
 //! `codex`, `python-mcp`). Then the test prints `SKIPPED <test>: <why>` and
 //! passes. `.ci/run` installs every tool and sets the opt-out only for one it
 //! could not install, printing the same SKIPPED line where a person sees it.
-//! A test never skips silently.
+//! A test never skips silently. [`clean_command`] and [`run_bounded`] run
+//! the agent CLIs the same way: a clean environment, a hang guard.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use crate::build::workspace_root;
 
@@ -138,4 +140,36 @@ fn find_python_mcp() -> Result<PathBuf, String> {
         return Err(format!("need the Python package mcp 2.x, found {version}"));
     }
     Ok(python)
+}
+
+/// Longest a single agent CLI run may take before the test fails (a hang
+/// guard, far above the seconds a run takes).
+const RUN_LIMIT: Duration = Duration::from_secs(300);
+
+/// A command for the CLI `bin` run in `dir` with a clean environment (only
+/// `PATH`; the caller adds what the tool needs).
+pub fn clean_command(bin: &Path, dir: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(bin);
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    command
+}
+
+/// Runs `command` to completion with no stdin and its output captured;
+/// fails the test when `what` runs longer than [`RUN_LIMIT`].
+pub async fn run_bounded(mut command: tokio::process::Command, what: &str) -> Output {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{what} ran longer than {RUN_LIMIT:?}"))
+        .unwrap_or_else(|e| panic!("wait for {what}: {e}"))
 }

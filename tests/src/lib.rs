@@ -10,7 +10,9 @@ pub mod client;
 pub mod codex;
 pub mod env;
 pub mod external;
+pub mod fake_codex;
 pub mod responses;
+pub mod sse;
 
 pub use client::McpClient;
 pub use env::TestEnv;

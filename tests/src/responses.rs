@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+use crate::sse::event_stream;
+
 /// Usage every answer reports.
 pub const USAGE: (u64, u64) = (42, 9);
 
@@ -112,11 +114,7 @@ pub fn sse(turn: &Turn) -> ResponseTemplate {
                   "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
                   "total_tokens": input + output}}}),
     );
-    let body: String = events
-        .iter()
-        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
-        .collect();
-    ResponseTemplate::new(200).set_body_raw(body, "text/event-stream")
+    event_stream(&events)
 }
 
 /// The user's own texts in a request, in order (not the

@@ -48,18 +48,9 @@ async fn claude_code_gets_short_and_long_answers_without_protocol_errors() {
     let agent = ClaudeCode::new(claude, scratch.path(), messages.base_url());
 
     // The entry a user gets, plus the environment of this test's install.
-    let configured = env
-        .command("poe-code")
-        .args(["mcp", "configure", "claude-code"])
-        .env("HOME", agent.home())
-        .env_remove("CLAUDE_CONFIG_DIR")
-        .output()
-        .expect("run poe-code mcp configure");
-    assert!(
-        configured.status.success(),
-        "configure failed: {}",
-        String::from_utf8_lossy(&configured.stderr)
-    );
+    env.configure_agent("claude-code", |c| {
+        c.env("HOME", agent.home()).env_remove("CLAUDE_CONFIG_DIR");
+    });
     agent.set_server_env(SERVER, &env.shim_env());
 
     // Short answers stream their deltas in one burst right before the

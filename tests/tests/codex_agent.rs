@@ -53,18 +53,10 @@ async fn codex_gets_the_answer_by_every_route_it_offers_the_tool() {
             model,
         );
         // The entry a user gets, plus the environment of this test's install.
-        let configured = env
-            .command("poe-code")
-            .args(["mcp", "configure", "codex"])
-            .env("HOME", scratch.path())
-            .env("CODEX_HOME", codex.home())
-            .output()
-            .expect("run poe-code mcp configure");
-        assert!(
-            configured.status.success(),
-            "configure failed: {}",
-            String::from_utf8_lossy(&configured.stderr)
-        );
+        env.configure_agent("codex", |c| {
+            c.env("HOME", scratch.path())
+                .env("CODEX_HOME", codex.home());
+        });
         codex.set_server_env(SERVER, &env.shim_env());
 
         let run = codex.exec("Ask GPT-4o to say hello.").await;

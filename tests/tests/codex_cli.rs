@@ -7,13 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use testkit::client::{error_code, is_tool_error, result_text};
+use testkit::fake_codex::{self, argv, runs};
 use testkit::{McpClient, TestEnv};
-
-fn fake_codex() -> PathBuf {
-    testkit::build::workspace_root().join("tests/fixtures/fake-codex.py")
-}
 
 struct Setup {
     env: TestEnv,
@@ -49,14 +46,6 @@ async fn setup(bin: &Path) -> Setup {
     }
 }
 
-fn runs(log: &Path) -> Vec<Value> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// Whether `pid` is a live (non-zombie) process, from /proc/<pid>/stat.
 fn alive(pid: i64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -89,7 +78,7 @@ fn group_members(pgid: i64) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn codex_runs_in_the_session_directory_and_streams() {
-    let mut s = setup(&fake_codex()).await;
+    let mut s = setup(&fake_codex::path()).await;
     let answer = s
         .shim
         .request(
@@ -153,13 +142,7 @@ async fn codex_runs_in_the_session_directory_and_streams() {
     );
 
     // `codex:<model>` picks the model; the plugin sees the name without the prefix.
-    let answer = s
-        .shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "codex:gpt-5-codex", "message": "hi"}),
-        )
-        .await;
+    let answer = s.shim.ask("codex:gpt-5-codex", "hi").await;
     assert_eq!(
         result_text(&answer),
         "Codex heard: hi (model gpt-5-codex)",
@@ -169,14 +152,8 @@ async fn codex_runs_in_the_session_directory_and_streams() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_map_to_provider_unavailable_with_the_fix() {
-    let mut s = setup(&fake_codex()).await;
-    let login = s
-        .shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "codex", "message": "NOLOGIN"}),
-        )
-        .await;
+    let mut s = setup(&fake_codex::path()).await;
+    let login = s.shim.ask("codex", "NOLOGIN").await;
     assert!(is_tool_error(&login));
     assert_eq!(
         error_code(&login).as_deref(),
@@ -186,13 +163,7 @@ async fn failures_map_to_provider_unavailable_with_the_fix() {
     assert!(result_text(&login).contains("codex login"), "{login}");
     assert_eq!(runs(&s.log).len(), 1, "a missing login is not retried");
 
-    let crash = s
-        .shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "codex", "message": "CRASH"}),
-        )
-        .await;
+    let crash = s.shim.ask("codex", "CRASH").await;
     assert_eq!(
         error_code(&crash).as_deref(),
         Some("PROVIDER_UNAVAILABLE"),
@@ -205,13 +176,7 @@ async fn failures_map_to_provider_unavailable_with_the_fix() {
 
     // A failed turn is an upstream failure the plugin marks not retryable:
     // the turn may already have run commands, so it runs exactly once.
-    let failed = s
-        .shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "codex", "message": "please FAIL"}),
-        )
-        .await;
+    let failed = s.shim.ask("codex", "please FAIL").await;
     assert_eq!(
         error_code(&failed).as_deref(),
         Some("PROVIDER_UNAVAILABLE"),
@@ -232,13 +197,7 @@ async fn failures_map_to_provider_unavailable_with_the_fix() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_binary_is_provider_unavailable() {
     let mut s = setup(Path::new("/nonexistent/bin/codex")).await;
-    let answer = s
-        .shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "codex", "message": "x"}),
-        )
-        .await;
+    let answer = s.shim.ask("codex", "x").await;
     assert_eq!(
         error_code(&answer).as_deref(),
         Some("PROVIDER_UNAVAILABLE"),
@@ -251,7 +210,7 @@ async fn a_missing_binary_is_provider_unavailable() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelling_a_run_leaves_no_process_behind() {
-    let mut s = setup(&fake_codex()).await;
+    let mut s = setup(&fake_codex::path()).await;
     for marker in ["SLOW run", "STUBBORN run"] {
         let id = s
             .shim
@@ -307,14 +266,8 @@ async fn cancelling_a_run_leaves_no_process_behind() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_continuation_id_resumes_the_codex_thread_over_mcp() {
-    let mut s = setup(&fake_codex()).await;
-    let first = s
-        .shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "codex", "message": "start a thread"}),
-        )
-        .await;
+    let mut s = setup(&fake_codex::path()).await;
+    let first = s.shim.ask("codex", "start a thread").await;
     let meta = &first["result"]["_meta"];
     let id = meta["poe-code/continuation_id"]
         .as_str()
@@ -344,12 +297,7 @@ async fn a_continuation_id_resumes_the_codex_thread_over_mcp() {
         .into_iter()
         .find(|r| r["prompt"] == "and go on")
         .expect("second run");
-    let argv: Vec<&str> = resumed["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let argv = argv(&resumed);
     assert!(
         argv.contains(&"resume") && argv.contains(&thread.as_str()),
         "{argv:?}"

@@ -8,7 +8,7 @@
 //! unless `POE_CODE_TEST_SKIP` names `codex`). `codex_agent.rs` is the other
 //! direction: Codex as our MCP client.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use testkit::client::result_text;
 use testkit::external::{Tool, require};
 use testkit::responses::{FakeResponses, Turn, user_texts};
@@ -45,12 +45,7 @@ async fn real_codex_answers_offline_through_the_daemon() {
     let mut shim = McpClient::spawn(command).await;
     shim.initialize("real-codex-e2e").await;
 
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "codex", "message": "Say hello to the offline test"}),
-        )
-        .await;
+    let answer = shim.ask("codex", "Say hello to the offline test").await;
     assert_eq!(
         result_text(&answer),
         "Fake Responses API (fake-model) heard: Say hello to the offline test",
@@ -62,12 +57,7 @@ async fn real_codex_answers_offline_through_the_daemon() {
     assert_eq!(usage["completion_tokens"], 9, "{answer}");
 
     // `codex:<model>` reaches the provider as the request's model.
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "codex:fake-model-2", "message": "Which model?"}),
-        )
-        .await;
+    let answer = shim.ask("codex:fake-model-2", "Which model?").await;
     assert_eq!(
         result_text(&answer),
         "Fake Responses API (fake-model-2) heard: Which model?",

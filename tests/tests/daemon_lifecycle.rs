@@ -16,12 +16,7 @@ async fn first_shim_starts_the_daemon_and_answers() {
     let init = shim.initialize("lifecycle-test").await;
     assert_eq!(init["result"]["serverInfo"]["name"], "poe-code");
     assert_eq!(init["result"]["protocolVersion"], "2025-11-25");
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "hi there"}),
-        )
-        .await;
+    let answer = shim.ask("echo", "hi there").await;
     assert_eq!(result_text(&answer), "hi there");
 
     let status = env.status().expect("daemon runs after the first shim");
@@ -158,12 +153,7 @@ async fn status_and_stop_report_a_missing_daemon_like_systemctl() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
 
-    let out = env.run("poe-coded", &["start"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.run_ok("poe-coded", &["start"]);
     let out = env.run("poe-coded", &["status"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
@@ -237,14 +227,9 @@ async fn mcp_prints_client_config_with_absolute_path() {
 #[tokio::test(flavor = "multi_thread")]
 async fn query_streams_one_answer_to_the_terminal() {
     let env = TestEnv::new(&["echo-plugin"]);
-    let out = env.run(
+    let out = env.run_ok(
         "poe-code",
         &["query", "echo", "hello", "from", "the", "terminal"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -272,21 +257,11 @@ async fn a_shim_started_right_after_stop_is_served_by_a_new_daemon() {
     let status = env.wait_status(Duration::from_secs(30), |s| s["calls_in_flight"] == 1);
     let old_pid = status["pid"].as_u64().unwrap();
 
-    let out = env.run("poe-coded", &["stop"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.run_ok("poe-coded", &["stop"]);
     let mut shim = env.shim().await;
     let init = shim.initialize("after-stop").await;
     assert_eq!(init["result"]["serverInfo"]["name"], "poe-code", "{init}");
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "a new daemon"}),
-        )
-        .await;
+    let answer = shim.ask("echo", "a new daemon").await;
     assert_eq!(result_text(&answer), "a new daemon");
     let new_pid = env.status().expect("the new daemon serves")["pid"]
         .as_u64()

@@ -36,12 +36,7 @@ async fn next_request_after_daemon_death_succeeds() {
     assert_eq!(lost["error"]["code"], -32603, "{lost}");
 
     // The next request reaches a new daemon, with the session's handshake replayed.
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "back again"}),
-        )
-        .await;
+    let answer = shim.ask("echo", "back again").await;
     assert_eq!(result_text(&answer), "back again");
     let status = env.status().unwrap();
     let second = status["pid"].as_u64().unwrap();

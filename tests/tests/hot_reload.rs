@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use testkit::client::result_text;
+use testkit::env::plugin;
 use testkit::{TestEnv, build};
 
 /// Replaces `target` with `source` the way installers do: write a temp file
@@ -41,21 +42,8 @@ fn mapped(status: &Value) -> u64 {
     status["libraries_mapped"].as_u64().unwrap()
 }
 
-fn plugin(status: &Value, id: &str) -> Option<Value> {
-    status["plugins"]
-        .as_array()?
-        .iter()
-        .find(|p| p["id"] == id)
-        .cloned()
-}
-
 async fn ask(shim: &mut testkit::McpClient, bot: &str, message: &str) -> String {
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": bot, "message": message}),
-        )
-        .await;
+    let answer = shim.ask(bot, message).await;
     assert_ne!(answer["result"]["isError"], true, "{answer}");
     result_text(&answer)
 }
@@ -240,12 +228,7 @@ async fn broken_or_incompatible_files_are_refused_while_the_old_version_answers(
     env.wait_status(Duration::from_secs(10), |s| {
         plugin(s, "echo").is_some_and(|p| p["version"] == "0.2.0")
     });
-    let out = env.run("poe-coded", &["reload", "echo"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = env.run_ok("poe-coded", &["reload", "echo"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("reloaded echo"));
     assert_eq!(ask(&mut shim, "echo", "hi").await, "v2: hi");
 }
@@ -266,12 +249,7 @@ async fn new_files_add_plugins_removed_files_retire_them_and_older_compatible_ap
 
     std::fs::remove_file(&older).unwrap();
     env.wait_status(Duration::from_secs(10), |s| plugin(s, "older").is_none());
-    let gone = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "older", "message": "x"}),
-        )
-        .await;
+    let gone = shim.ask("older", "x").await;
     assert_eq!(
         testkit::client::error_code(&gone).as_deref(),
         Some("MODEL_NOT_FOUND")
@@ -287,12 +265,7 @@ async fn status_reports_per_plugin_upstream_figures() {
     for i in 0..5 {
         ask(&mut shim, "echo", &format!("m{i}")).await;
     }
-    let _ = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "faulty-panic", "message": "x"}),
-        )
-        .await;
+    let _ = shim.ask("faulty-panic", "x").await;
     let status = env.status().unwrap();
     let echo = plugin(&status, "echo").unwrap();
     assert_eq!(echo["requests"], 5);

@@ -97,12 +97,7 @@ async fn a_call_past_its_deadline_fails_once_and_is_not_retried() {
         .with_var("POE_CODE_DEADLINES", "text=1")
         .with_var("FAULTY_COUNT_FILE", count.path().to_string_lossy());
     let mut shim = started_shim(&env, "patient").await;
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "faulty-sleep-30000", "message": "too slow"}),
-        )
-        .await;
+    let answer = shim.ask("faulty-sleep-30000", "too slow").await;
     assert_eq!(
         error_code(&answer).as_deref(),
         Some("PROVIDER_UNAVAILABLE"),

@@ -146,12 +146,7 @@ async fn an_answer_too_large_for_the_client_comes_back_as_head_and_pointer() {
         .map(|i| format!("w{i}"))
         .collect::<Vec<_>>()
         .join(" ");
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": long}),
-        )
-        .await;
+    let answer = shim.ask("echo", &long).await;
     assert_ne!(answer["result"]["isError"], true);
     let blocks = answer["result"]["content"].as_array().unwrap();
     let head = blocks[0]["text"].as_str().unwrap();
@@ -337,12 +332,7 @@ async fn a_corrupt_store_is_reported_and_kept_while_calls_still_work() {
     std::fs::write(env.path("state.db"), &garbage).unwrap();
     let mut shim = env.shim().await;
     shim.initialize("corrupt").await;
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "still works"}),
-        )
-        .await;
+    let answer = shim.ask("echo", "still works").await;
     assert_eq!(result_text(&answer), "still works");
     let status = env.status().unwrap();
     let error = status["store_error"]

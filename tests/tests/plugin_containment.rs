@@ -2,7 +2,6 @@
 //! INTERNAL_ERROR result, a plugin that panics while loading or is not a
 //! plugin at all is refused with a reason in `status`, and the rest serve on.
 
-use serde_json::json;
 use testkit::TestEnv;
 use testkit::client::{error_code, result_text};
 
@@ -13,12 +12,7 @@ async fn panic_in_a_call_is_contained() {
     shim.initialize("panic").await;
     let pid_before = env.status().unwrap()["pid"].clone();
     for _ in 0..3 {
-        let answer = shim
-            .call_tool(
-                "get_bot_response",
-                json!({"bot_name": "faulty-panic", "message": "boom"}),
-            )
-            .await;
+        let answer = shim.ask("faulty-panic", "boom").await;
         assert_eq!(
             error_code(&answer).as_deref(),
             Some("INTERNAL_ERROR"),
@@ -26,12 +20,7 @@ async fn panic_in_a_call_is_contained() {
         );
         assert!(result_text(&answer).contains("panicked"), "{answer}");
     }
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "still here"}),
-        )
-        .await;
+    let answer = shim.ask("echo", "still here").await;
     assert_eq!(result_text(&answer), "still here");
     assert_eq!(env.status().unwrap()["pid"], pid_before, "daemon restarted");
 }
@@ -60,12 +49,7 @@ async fn plugin_that_panics_while_loading_is_refused_with_a_reason() {
             reason.contains("panicked") && reason.contains(stage),
             "{reason}"
         );
-        let answer = shim
-            .call_tool(
-                "get_bot_response",
-                json!({"bot_name": "echo", "message": "ok"}),
-            )
-            .await;
+        let answer = shim.ask("echo", "ok").await;
         assert_eq!(result_text(&answer), "ok");
     }
 }

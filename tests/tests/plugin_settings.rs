@@ -5,11 +5,13 @@
 //! applies an edited file. Driven through the real codex-cli plugin and the
 //! fake `codex` of tests/fixtures/fake-codex.py.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Value, json};
 use testkit::TestEnv;
 use testkit::client::result_text;
+use testkit::env::plugin;
+use testkit::fake_codex::{self, argv, runs};
 
 const CODEX_KEYS: &[&str] = &[
     "CODEX_BIN",
@@ -18,10 +20,6 @@ const CODEX_KEYS: &[&str] = &[
     "CODEX_SKIP_GIT_CHECK",
     "CODEX_HOME",
 ];
-
-fn fake_codex() -> PathBuf {
-    testkit::build::workspace_root().join("tests/fixtures/fake-codex.py")
-}
 
 /// An env whose daemon sees none of the codex keys from the test's own
 /// environment, logging fake codex runs to `log`.
@@ -33,36 +31,15 @@ fn env_without_codex_vars(plugins: &[&str], log: &Path) -> TestEnv {
     env
 }
 
-fn write_config(env: &TestEnv, text: &str) {
-    std::fs::create_dir_all(env.home()).unwrap();
-    std::fs::write(env.path("config.toml"), text).unwrap();
-}
-
-fn setting<'a>(status: &'a Value, plugin: &str, key: &str) -> &'a Value {
-    status["plugins"]
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["id"] == plugin))
+fn setting<'a>(status: &'a Value, id: &str, key: &str) -> &'a Value {
+    plugin(status, id)
         .and_then(|p| p["settings"].as_array())
         .and_then(|s| s.iter().find(|s| s["key"] == key))
-        .unwrap_or_else(|| panic!("{plugin} has no setting {key}: {status}"))
-}
-
-/// The fake codex's record of each run so far.
-fn runs(log: &Path) -> Vec<Value> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+        .unwrap_or_else(|| panic!("{id} has no setting {key}: {status}"))
 }
 
 async fn ask_codex(shim: &mut testkit::McpClient, message: &str) -> Value {
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "codex", "message": message}),
-        )
-        .await;
+    let answer = shim.ask("codex", message).await;
     assert!(result_text(&answer).contains("Codex heard"), "{answer}");
     answer
 }
@@ -73,33 +50,25 @@ async fn codex_settings_come_from_config_toml_and_status_shows_them() {
     let log = scratch.path().join("runs.jsonl");
     let codex_home = scratch.path().join("codex-home");
     let env = env_without_codex_vars(&["codex-cli", "poe-openai"], &log);
-    write_config(
-        &env,
-        &format!(
-            "[plugins.codex-cli]\n\
+    env.write_config(&format!(
+        "[plugins.codex-cli]\n\
              CODEX_BIN = {bin:?}\n\
              CODEX_SANDBOX_MODE = \"workspace-write\"\n\
              CODEX_HOME = {home:?}\n\
              CODEX_SANDBOX = \"a typo\"\n\
              [plugins.poe-openai]\n\
              POE_VIDEO_POLL_MS = 75\n",
-            bin = fake_codex().display().to_string(),
-            home = codex_home.display().to_string(),
-        ),
-    );
+        bin = fake_codex::path().display().to_string(),
+        home = codex_home.display().to_string(),
+    ));
     let mut shim = env.shim().await;
     shim.initialize("settings").await;
     ask_codex(&mut shim, "hello").await;
     let run = runs(&log)
         .pop()
         .expect("fake codex ran: CODEX_BIN came from the file");
-    let argv: Vec<&str> = run["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    assert!(argv.contains(&"--sandbox=workspace-write"), "{argv:?}");
+    let args = argv(&run);
+    assert!(args.contains(&"--sandbox=workspace-write"), "{args:?}");
     assert_eq!(run["codex_home"], codex_home.display().to_string());
 
     let status = env.status().unwrap();
@@ -114,12 +83,7 @@ async fn codex_settings_come_from_config_toml_and_status_shows_them() {
         (poll["value"].as_str(), poll["source"].as_str()),
         (Some("75"), Some("config.toml"))
     );
-    let codex = status["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] == "codex-cli")
-        .unwrap();
+    let codex = plugin(&status, "codex-cli").unwrap();
     assert_eq!(codex["ignored_settings"], json!(["CODEX_SANDBOX"]));
 
     // The API key the daemon was started with: a fingerprint, never the key.
@@ -151,29 +115,14 @@ async fn codex_settings_come_from_config_toml_and_status_shows_them() {
     );
 
     // An edited file applies on reload; the running daemon rereads it.
-    write_config(
-        &env,
-        &format!(
-            "[plugins.codex-cli]\nCODEX_BIN = {:?}\nCODEX_SANDBOX_MODE = \"read-only\"\n",
-            fake_codex().display().to_string()
-        ),
-    );
-    let out = env.run("poe-coded", &["reload", "codex-cli"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.write_config(&format!(
+        "[plugins.codex-cli]\nCODEX_BIN = {:?}\nCODEX_SANDBOX_MODE = \"read-only\"\n",
+        fake_codex::path().display().to_string()
+    ));
+    env.run_ok("poe-coded", &["reload", "codex-cli"]);
     ask_codex(&mut shim, "again").await;
     let run = runs(&log).pop().unwrap();
-    assert!(
-        run["argv"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a == "--sandbox=read-only"),
-        "{run}"
-    );
+    assert!(argv(&run).contains(&"--sandbox=read-only"), "{run}");
     assert!(run["codex_home"].is_null(), "{run}");
 }
 
@@ -182,22 +131,15 @@ async fn the_daemons_environment_wins_over_the_file_and_a_broken_file_is_reporte
     let scratch = tempfile::tempdir().unwrap();
     let log = scratch.path().join("runs.jsonl");
     let env = env_without_codex_vars(&["codex-cli"], &log)
-        .with_var("CODEX_BIN", fake_codex().display().to_string())
+        .with_var("CODEX_BIN", fake_codex::path().display().to_string())
         .with_var("CODEX_SANDBOX_MODE", "danger-full-access");
-    write_config(
-        &env,
-        "[plugins.codex-cli]\nCODEX_SANDBOX_MODE = \"workspace-write\"\n",
-    );
+    env.write_config("[plugins.codex-cli]\nCODEX_SANDBOX_MODE = \"workspace-write\"\n");
     let mut shim = env.shim().await;
     shim.initialize("precedence").await;
     ask_codex(&mut shim, "hello").await;
     let run = runs(&log).pop().unwrap();
     assert!(
-        run["argv"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a == "--sandbox=danger-full-access"),
+        argv(&run).contains(&"--sandbox=danger-full-access"),
         "{run}"
     );
     let status = env.status().unwrap();
@@ -206,13 +148,8 @@ async fn the_daemons_environment_wins_over_the_file_and_a_broken_file_is_reporte
     assert_eq!(sandbox["value"], "danger-full-access");
 
     // A file that no longer parses: reported, and the plugin keeps working.
-    write_config(&env, "[plugins.codex-cli\n");
-    let out = env.run("poe-coded", &["reload", "codex-cli"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.write_config("[plugins.codex-cli\n");
+    env.run_ok("poe-coded", &["reload", "codex-cli"]);
     // `reload` answers once the reload is done, so the report is there now.
     let status = env.status().unwrap();
     assert!(

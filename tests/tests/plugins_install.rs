@@ -8,9 +8,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use serde_json::json;
 use testkit::client::{error_code, result_text};
-use testkit::{TestEnv, build};
+use testkit::env::plugin;
+use testkit::{McpClient, TestEnv, build};
 
 fn plugin_dir_files(env: &TestEnv) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(env.plugin_dir())
@@ -21,17 +21,26 @@ fn plugin_dir_files(env: &TestEnv) -> Vec<String> {
     names
 }
 
+/// Waits until the daemon has loaded plugin `id`; returns that status.
+fn wait_loaded(env: &TestEnv, id: &str) -> serde_json::Value {
+    env.wait_status(Duration::from_secs(10), |s| plugin(s, id).is_some())
+}
+
+/// Waits until the echo plugin is loaded, then checks that `shim` reaches
+/// it; returns the status that showed it loaded.
+async fn echo_answers(env: &TestEnv, shim: &mut McpClient, message: &str) -> serde_json::Value {
+    let status = wait_loaded(env, "echo");
+    let answer = shim.ask("echo", message).await;
+    assert_eq!(result_text(&answer), message, "{answer}");
+    status
+}
+
 #[tokio::test]
 async fn installing_a_crate_dir_builds_it_and_the_running_daemon_serves_it() {
     let env = TestEnv::new(&[]);
     let mut shim = env.shim().await;
     shim.initialize("author").await;
-    let before = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "hello there"}),
-        )
-        .await;
+    let before = shim.ask("echo", "hello there").await;
     assert_eq!(
         error_code(&before).as_deref(),
         Some("MODEL_NOT_FOUND"),
@@ -63,18 +72,7 @@ async fn installing_a_crate_dir_builds_it_and_the_running_daemon_serves_it() {
     assert_eq!(plugin_dir_files(&env), ["libecho_plugin.so"]);
 
     // Hot reload picks the new file up; the same session then reaches it.
-    env.wait_status(Duration::from_secs(10), |status| {
-        status["plugins"]
-            .as_array()
-            .is_some_and(|plugins| plugins.iter().any(|p| p["id"] == "echo"))
-    });
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "hello there"}),
-        )
-        .await;
-    assert_eq!(result_text(&answer), "hello there", "{answer}");
+    echo_answers(&env, &mut shim, "hello there").await;
 }
 
 #[test]
@@ -141,12 +139,7 @@ async fn without_plugins_calls_and_status_name_the_dirs_searched_and_the_install
     let env = env.with_var("POE_CODE_PLUGIN_DIR", missing.display().to_string());
     let mut shim = env.shim().await;
     shim.initialize("newcomer").await;
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "Claude-Sonnet-4.5", "message": "hi"}),
-        )
-        .await;
+    let answer = shim.ask("Claude-Sonnet-4.5", "hi").await;
     assert_eq!(
         error_code(&answer).as_deref(),
         Some("MODEL_NOT_FOUND"),
@@ -197,12 +190,7 @@ async fn a_plugin_dir_that_install_creates_after_the_daemon_started_is_loaded() 
     let env = env.with_var("POE_CODE_PLUGIN_DIR", later.display().to_string());
     let mut shim = env.shim().await;
     shim.initialize("newcomer").await;
-    let before = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "x"}),
-        )
-        .await;
+    let before = shim.ask("echo", "x").await;
     assert_eq!(
         error_code(&before).as_deref(),
         Some("MODEL_NOT_FOUND"),
@@ -211,37 +199,21 @@ async fn a_plugin_dir_that_install_creates_after_the_daemon_started_is_loaded() 
 
     // `install` creates the dir (it is the first of POE_CODE_PLUGIN_DIR).
     let library = build::plugin_library("echo-plugin");
-    let out = env.run(
+    env.run_ok(
         "poe-code",
         &["plugins", "install", library.to_str().unwrap()],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(later.join("libecho_plugin.so").is_file());
 
-    let status = env.wait_status(Duration::from_secs(10), |s| {
-        s["plugins"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["id"] == "echo"))
-    });
+    let status = echo_answers(&env, &mut shim, "found it").await;
     assert_eq!(
         status["plugin_dirs"][0]["watching"],
         later.display().to_string()
     );
     assert!(status["plugins_hint"].is_null());
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "found it"}),
-        )
-        .await;
-    assert_eq!(result_text(&answer), "found it", "{answer}");
 
     // Watched itself now: a second plugin dropped in is loaded too.
-    let out = env.run(
+    env.run_ok(
         "poe-code",
         &[
             "plugins",
@@ -249,16 +221,7 @@ async fn a_plugin_dir_that_install_creates_after_the_daemon_started_is_loaded() 
             build::plugin_library("older-api-plugin").to_str().unwrap(),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    env.wait_status(Duration::from_secs(10), |s| {
-        s["plugins"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["id"] == "older"))
-    });
+    wait_loaded(&env, "older");
 
     // The dir moved away: its plugins retire, its parent is watched again,
     // and installing once more brings the dir and the plugin back.
@@ -270,25 +233,9 @@ async fn a_plugin_dir_that_install_creates_after_the_daemon_started_is_loaded() 
         status["plugin_dirs"][0]["watching"],
         env.plugin_dir().join("later").display().to_string()
     );
-    let out = env.run(
+    env.run_ok(
         "poe-code",
         &["plugins", "install", library.to_str().unwrap()],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    env.wait_status(Duration::from_secs(10), |s| {
-        s["plugins"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["id"] == "echo"))
-    });
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "back"}),
-        )
-        .await;
-    assert_eq!(result_text(&answer), "back", "{answer}");
+    echo_answers(&env, &mut shim, "back").await;
 }

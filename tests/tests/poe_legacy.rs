@@ -121,12 +121,7 @@ async fn legacy_prefix_routes_to_the_bot_and_text_streams() {
         None,
     )
     .await;
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "House-Bot", "message": "x"}),
-        )
-        .await;
+    let answer = shim.ask("House-Bot", "x").await;
     assert_eq!(result_text(&answer), "house answer", "{answer}");
 }
 
@@ -150,12 +145,7 @@ async fn replace_response_and_files_reach_the_agent() {
         None,
     )
     .await;
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "legacy:Image-Bot", "message": "a cube"}),
-        )
-        .await;
+    let answer = shim.ask("legacy:Image-Bot", "a cube").await;
     assert_eq!(
         result_text(&answer),
         "Here is your cube\n\n[cube.png](https://pfst.cf2.poecdn.net/base/image/cube.png)",
@@ -208,12 +198,7 @@ async fn allow_retry_decides_whether_the_host_retries() {
     );
     mount(&server, "Strict-Bot", stream(&[too_long, done()]), None).await;
 
-    let failed = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "legacy:Final-Bot", "message": "x"}),
-        )
-        .await;
+    let failed = shim.ask("legacy:Final-Bot", "x").await;
     assert!(is_tool_error(&failed));
     assert_eq!(
         error_code(&failed).as_deref(),
@@ -230,12 +215,7 @@ async fn allow_retry_decides_whether_the_host_retries() {
         "allow_retry false is never retried"
     );
 
-    let recovered = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "legacy:Flaky-Bot", "message": "x"}),
-        )
-        .await;
+    let recovered = shim.ask("legacy:Flaky-Bot", "x").await;
     assert_eq!(result_text(&recovered), "recovered", "{recovered}");
     assert_eq!(
         requests_to(&server, "Flaky-Bot").await.len(),
@@ -243,12 +223,7 @@ async fn allow_retry_decides_whether_the_host_retries() {
         "allow_retry true was retried"
     );
 
-    let strict = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "legacy:Strict-Bot", "message": "x"}),
-        )
-        .await;
+    let strict = shim.ask("legacy:Strict-Bot", "x").await;
     assert_eq!(
         error_code(&strict).as_deref(),
         Some("CONTEXT_LENGTH_EXCEEDED"),
@@ -264,12 +239,7 @@ async fn allow_retry_decides_whether_the_host_retries() {
         None,
     )
     .await;
-    let missing = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "legacy:Nobody", "message": "x"}),
-        )
-        .await;
+    let missing = shim.ask("legacy:Nobody", "x").await;
     assert_eq!(
         error_code(&missing).as_deref(),
         Some("MODEL_NOT_FOUND"),
@@ -314,12 +284,7 @@ async fn list_models_shows_the_rule_and_unknown_names_get_near_matches() {
 
     // Without poe-openai's `*`, an unknown name is MODEL_NOT_FOUND with the
     // closest patterns.
-    let typo = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "codx", "message": "x"}),
-        )
-        .await;
+    let typo = shim.ask("codx", "x").await;
     assert_eq!(
         error_code(&typo).as_deref(),
         Some("MODEL_NOT_FOUND"),
@@ -327,12 +292,7 @@ async fn list_models_shows_the_rule_and_unknown_names_get_near_matches() {
     );
     let message = result_text(&typo);
     assert!(message.contains("closest: codex (codex-cli)"), "{message}");
-    let empty = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "legacy:", "message": "x"}),
-        )
-        .await;
+    let empty = shim.ask("legacy:", "x").await;
     assert_eq!(
         error_code(&empty).as_deref(),
         Some("MODEL_NOT_FOUND"),

@@ -168,12 +168,7 @@ async fn upstream_failures_map_to_stable_codes_and_the_session_lives() {
             assert!(text.contains("poe-code login"), "{text}");
         }
     }
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "GPT-5", "message": "alive"}),
-        )
-        .await;
+    let answer = shim.ask("GPT-5", "alive").await;
     assert_eq!(result_text(&answer), "Echo from GPT-5: alive");
     assert!(
         !env.daemon_log().contains(fake_poe::FAKE_API_KEY),

@@ -119,12 +119,7 @@ async fn twenty_sessions_share_one_limit_and_never_exceed_the_upstreams() {
             shim.initialize(&format!("agent-{s}")).await;
             for c in 0..25 {
                 let message = format!("s{s} c{c}");
-                let answer = shim
-                    .call_tool(
-                        "get_bot_response",
-                        json!({"bot_name": "test-bot", "message": message}),
-                    )
-                    .await;
+                let answer = shim.ask("test-bot", &message).await;
                 assert_eq!(result_text(&answer), format!("echo {message}"), "{answer}");
             }
             shim
@@ -187,12 +182,7 @@ async fn a_429_pauses_the_key_for_every_session_until_its_reset() {
     while upstream.arrivals.lock().unwrap().is_empty() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let answer_b = b
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "test-bot", "message": "from b"}),
-        )
-        .await;
+    let answer_b = b.ask("test-bot", "from b").await;
     let answer_a = a.response(&first).await;
     assert_eq!(result_text(&answer_a), "echo from a");
     assert_eq!(result_text(&answer_b), "echo from b");
@@ -235,12 +225,7 @@ async fn server_errors_are_retried_with_backoff_then_succeed() {
     let env = env_for(&server);
     let mut shim = env.shim().await;
     shim.initialize("retry").await;
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "test-bot", "message": "eventually"}),
-        )
-        .await;
+    let answer = shim.ask("test-bot", "eventually").await;
     assert_eq!(result_text(&answer), "echo eventually", "{answer}");
     assert_eq!(*upstream.count.lock().unwrap(), 3);
 }
@@ -256,12 +241,7 @@ async fn a_bad_request_is_not_retried() {
     let env = env_for(&server);
     let mut shim = env.shim().await;
     shim.initialize("no-retry").await;
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "test-bot", "message": "bad"}),
-        )
-        .await;
+    let answer = shim.ask("test-bot", "bad").await;
     assert_eq!(
         error_code(&answer).as_deref(),
         Some("INVALID_ARGUMENT"),
@@ -281,12 +261,7 @@ async fn persistent_server_errors_give_up_with_a_clear_error() {
     let env = env_for(&server);
     let mut shim = env.shim().await;
     shim.initialize("give-up").await;
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "test-bot", "message": "doomed"}),
-        )
-        .await;
+    let answer = shim.ask("test-bot", "doomed").await;
     assert_eq!(
         error_code(&answer).as_deref(),
         Some("PROVIDER_UNAVAILABLE"),
@@ -302,32 +277,20 @@ async fn persistent_server_errors_give_up_with_a_clear_error() {
 #[tokio::test(flavor = "multi_thread")]
 async fn config_file_sets_limits_and_a_broken_one_is_reported_not_fatal() {
     let env = TestEnv::new(&["echo-plugin"]);
-    std::fs::create_dir_all(env.home()).unwrap();
-    std::fs::write(env.path("config.toml"), "[limits]\necho = 321\n").unwrap();
+    env.write_config("[limits]\necho = 321\n");
     let mut shim = env.shim().await;
     shim.initialize("configured").await;
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "hi"}),
-        )
-        .await;
+    let answer = shim.ask("echo", "hi").await;
     assert_eq!(result_text(&answer), "hi");
     let status = env.status().unwrap();
     assert_eq!(status["limiters"][0]["requests_per_minute"], 321);
     assert!(status["config_error"].is_null());
 
     let broken = TestEnv::new(&["echo-plugin"]);
-    std::fs::create_dir_all(broken.home()).unwrap();
-    std::fs::write(broken.path("config.toml"), "[limits\necho = ").unwrap();
+    broken.write_config("[limits\necho = ");
     let mut shim = broken.shim().await;
     shim.initialize("broken-config").await;
-    let answer = shim
-        .call_tool(
-            "get_bot_response",
-            json!({"bot_name": "echo", "message": "still"}),
-        )
-        .await;
+    let answer = shim.ask("echo", "still").await;
     assert_eq!(result_text(&answer), "still");
     let status = broken.status().unwrap();
     assert!(

@@ -200,7 +200,6 @@ impl Job {
         Some(Waiter {
             events: self.events.subscribe(),
             job: self.clone(),
-            attached: true,
         })
     }
 
@@ -343,7 +342,6 @@ impl Job {
 pub struct Waiter {
     job: Arc<Job>,
     events: broadcast::Receiver<JobEvent>,
-    attached: bool,
 }
 
 impl Waiter {
@@ -358,20 +356,14 @@ impl Waiter {
     }
 
     /// Stops waiting and lets the job run on in the background, because the
-    /// caller was handed its id.
-    pub fn detach(mut self) {
+    /// caller was handed its id: leaving (the drop) no longer stops it.
+    pub fn detach(self) {
         self.job.run_in_background();
-        let mut waiting = self.job.waiting();
-        waiting.count = waiting.count.saturating_sub(1);
-        drop(waiting);
-        self.attached = false;
     }
 }
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        if self.attached {
-            self.job.release();
-        }
+        self.job.release();
     }
 }

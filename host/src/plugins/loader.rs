@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use poe_plugin_api::host::{Library, LoadError};
+use poe_plugin_api::host::Library;
 
 use super::registry::LoadedPlugin;
 use crate::config::file::SettingValue;
@@ -89,16 +89,7 @@ pub fn load_plugin(
         .map_err(|e| fail(format!("cannot create {}: {e}", copies_dir.display())))?;
     let (copy, hash) = private_copy(file, copies_dir)
         .map_err(|e| fail(format!("cannot copy {} for loading: {e}", file.display())))?;
-    let loaded = Library::load(&copy);
-    let _ = std::fs::remove_file(&copy);
-    let library = loaded.map_err(|mut err| {
-        // Name the file the user knows, not the private copy.
-        let (LoadError::Library { path, .. }
-        | LoadError::Incompatible { path, .. }
-        | LoadError::Manifest { path, .. }) = &mut err;
-        *path = file.to_owned();
-        fail(err.to_string())
-    })?;
+    let library = Library::load_from_copy(file, &copy).map_err(|e| fail(e.to_string()))?;
     let manifest = library.manifest().clone();
     let settings = plugin_settings::resolve(
         &manifest.config_keys,

@@ -135,22 +135,24 @@ impl Registry {
         &self.dirs
     }
 
+    /// The plugin files of `dir`, or why it is refused.
+    fn plugin_files(&self, dir: &Path) -> Result<Vec<PathBuf>, String> {
+        if dir == self.copies_dir {
+            // Its files are the daemon's own private copies.
+            return Err(
+                "refused: this is where poe-coded keeps its private copies of plugins".into(),
+            );
+        }
+        loader::plugin_files(dir)
+    }
+
     /// Loads every plugin file not loaded yet and retires plugins whose file
     /// is gone. Returns the files it tried.
     pub fn rescan(&self) -> Vec<PathBuf> {
         let mut dir_errors = Vec::new();
         let mut present = Vec::new();
         for dir in &self.dirs {
-            if dir == &self.copies_dir {
-                // Its files are the daemon's own private copies.
-                dir_errors.push(PluginLoadError {
-                    path: dir.display().to_string(),
-                    reason: "refused: this is where poe-coded keeps its private copies of plugins"
-                        .into(),
-                });
-                continue;
-            }
-            match loader::plugin_files(dir) {
+            match self.plugin_files(dir) {
                 Ok(files) => present.extend(files),
                 Err(reason) => {
                     tracing::warn!(dir = %dir.display(), %reason, "plugin dir refused");
@@ -384,14 +386,7 @@ impl Registry {
         self.dirs
             .iter()
             .map(|dir| {
-                let listed = if dir == &self.copies_dir {
-                    Err(
-                        "refused: this is where poe-coded keeps its private copies of plugins"
-                            .into(),
-                    )
-                } else {
-                    loader::plugin_files(dir)
-                };
+                let listed = self.plugin_files(dir);
                 PluginDirStatus {
                     path: dir.display().to_string(),
                     exists: dir.is_dir(),
