@@ -40,6 +40,14 @@ async fn codex_gets_the_answer_by_every_route_it_offers_the_tool() {
         .with_var("POE_BASE_URL", poe.base_url())
         .with_var("POE_API_KEY", FAKE_API_KEY);
     let scratch = testkit::env::scratch_dir();
+    // Codex may send its first model request before a cold daemon (a debug
+    // build takes about a second to copy and load the plugins) has listed
+    // its tools; this test is about the tool call, so the daemon is warm.
+    let mut warm = env.shim().await;
+    warm.initialize("warm-up").await;
+    env.wait_status(std::time::Duration::from_secs(30), |s| {
+        testkit::env::plugin(s, "poe-openai").is_some()
+    });
 
     for (model, route) in MODELS {
         let message = format!("Hello from Codex with {model}");
