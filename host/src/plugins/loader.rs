@@ -9,7 +9,6 @@
 //! and hot reload can skip a file that did not really change.
 
 use std::collections::BTreeMap;
-use std::hash::Hasher;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,12 +144,13 @@ fn private_copy(file: &Path, copies_dir: &Path) -> std::io::Result<(PathBuf, u64
     }
 }
 
-/// Hashes `file` (and writes it to `copy` on the way). SipHash, in-process
-/// only: this tells versions apart, it is no security boundary (whoever can
-/// write a plugin dir can run code anyway).
+/// Hashes `file` (and writes it to `copy` on the way). XXH3: a plugin is
+/// tens of megabytes and is hashed on every load and every change event, so
+/// speed matters; this tells versions apart and is no security boundary
+/// (whoever can write a plugin dir can run code anyway).
 fn hash_file(file: &Path, mut copy: Option<&mut std::fs::File>) -> std::io::Result<u64> {
     let mut source = std::fs::File::open(file)?;
-    let mut hasher = std::hash::DefaultHasher::new();
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;
     loop {
@@ -158,14 +158,14 @@ fn hash_file(file: &Path, mut copy: Option<&mut std::fs::File>) -> std::io::Resu
         if n == 0 {
             break;
         }
-        hasher.write(&buf[..n]);
+        hasher.update(&buf[..n]);
         len += n as u64;
         if let Some(out) = copy.as_mut() {
             out.write_all(&buf[..n])?;
         }
     }
-    hasher.write_u64(len);
-    Ok(hasher.finish())
+    hasher.update(&len.to_le_bytes());
+    Ok(hasher.digest())
 }
 
 #[cfg(test)]
