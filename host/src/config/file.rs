@@ -82,16 +82,15 @@ impl ConfigFile {
                 path.display()
             ));
         }
-        if let Some((kind, _)) = file.deadlines.iter().find(|(kind, secs)| {
-            **secs == 0
-                || super::Deadlines::KINDS
-                    .binary_search(&kind.as_str())
-                    .is_err()
-        }) {
+        if let Some((kind, _)) = file
+            .deadlines
+            .iter()
+            .find(|(kind, secs)| **secs == 0 || super::Deadlines::kind(kind).is_none())
+        {
             return Err(format!(
                 "{}: deadlines.{kind} must be one of {} and at least 1 second",
                 path.display(),
-                super::Deadlines::KINDS.join(", ")
+                super::Deadlines::names()
             ));
         }
         Ok(file)

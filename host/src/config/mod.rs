@@ -8,6 +8,8 @@ pub mod plugin_settings;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use poe_plugin_api::OutputKind;
+
 /// Environment variable naming the state directory.
 pub const HOME_ENV: &str = "POE_CODE_HOME";
 /// Environment variable overriding the plugin directories (`:`-separated).
@@ -44,8 +46,34 @@ impl Default for Deadlines {
 }
 
 impl Deadlines {
-    /// The kinds, as config.toml and the environment spell them (sorted).
-    pub const KINDS: [&'static str; 4] = ["audio", "image", "text", "video"];
+    /// Each output kind as config.toml and the environment spell it.
+    pub const KINDS: [(&'static str, OutputKind); 4] = [
+        ("text", OutputKind::Text),
+        ("image", OutputKind::Image),
+        ("video", OutputKind::Video),
+        ("audio", OutputKind::Audio),
+    ];
+
+    /// The output kind config.toml calls `name`.
+    pub fn kind(name: &str) -> Option<OutputKind> {
+        Self::KINDS
+            .iter()
+            .find(|(spelled, _)| *spelled == name)
+            .map(|(_, kind)| *kind)
+    }
+
+    /// How config.toml spells `output`.
+    pub fn name(output: OutputKind) -> &'static str {
+        Self::KINDS
+            .iter()
+            .find(|(_, kind)| *kind == output)
+            .map_or("text", |(name, _)| name)
+    }
+
+    /// Every spelling, for messages.
+    pub fn names() -> String {
+        Self::KINDS.map(|(name, _)| name).join(", ")
+    }
 
     /// Defaults, then `[deadlines]` of config.toml, then `POE_CODE_DEADLINES`.
     pub fn load(file: &std::collections::HashMap<String, u64>) -> Self {
@@ -66,25 +94,26 @@ impl Deadlines {
         deadlines
     }
 
-    fn set(&mut self, kind: &str, value: Duration) {
-        match kind {
-            "text" => self.text = value,
-            "image" => self.image = value,
-            "video" => self.video = value,
-            "audio" => self.audio = value,
-            other => tracing::warn!(kind = other, "unknown deadline kind ignored"),
+    fn set(&mut self, name: &str, value: Duration) {
+        match Self::kind(name) {
+            Some(kind) => *self.slot(kind) = value,
+            None => tracing::warn!(kind = name, "unknown deadline kind ignored"),
+        }
+    }
+
+    fn slot(&mut self, output: OutputKind) -> &mut Duration {
+        match output {
+            OutputKind::Text => &mut self.text,
+            OutputKind::Image => &mut self.image,
+            OutputKind::Video => &mut self.video,
+            OutputKind::Audio => &mut self.audio,
         }
     }
 
     /// The deadline of a call producing `output`.
-    pub fn of(&self, output: poe_plugin_api::OutputKind) -> Duration {
-        use poe_plugin_api::OutputKind;
-        match output {
-            OutputKind::Text => self.text,
-            OutputKind::Image => self.image,
-            OutputKind::Video => self.video,
-            OutputKind::Audio => self.audio,
-        }
+    pub fn of(&self, output: OutputKind) -> Duration {
+        let mut copy = *self;
+        *copy.slot(output)
     }
 }
 

@@ -201,7 +201,7 @@ pub(super) async fn execute(
                     "{} did not finish within its deadline of {} (config.toml [deadlines] {:?}); the text streamed so far is kept",
                     job.model,
                     human_duration(limit),
-                    output_name(output),
+                    crate::config::Deadlines::name(output),
                 ),
             );
             tracing::warn!(job = %job.id, model = %job.model, ?limit, "call ran past its deadline");
@@ -222,15 +222,6 @@ fn human_duration(d: Duration) -> String {
         format!("{} min", secs / 60)
     } else {
         format!("{:.0} s", d.as_secs_f64())
-    }
-}
-
-fn output_name(output: OutputKind) -> &'static str {
-    match output {
-        OutputKind::Text => "text",
-        OutputKind::Image => "image",
-        OutputKind::Video => "video",
-        OutputKind::Audio => "audio",
     }
 }
 
