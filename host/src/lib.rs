@@ -10,6 +10,7 @@
 //! - [`ipc`]: what the shim, the CLI and the daemon say to each other.
 //! - [`config`]: paths, credentials and settings.
 
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -17,6 +18,7 @@ pub mod ipc;
 pub mod jobs;
 pub mod limits;
 pub mod mcp;
+pub mod models;
 pub mod plugins;
 pub mod shim;
 pub mod store;

@@ -33,6 +33,24 @@ pub struct Manifest {
     /// plugin-api version the plugin was built against; filled in by the SDK.
     #[serde(default)]
     pub plugin_api_version: String,
+    /// Which [`Options`] fields the plugin passes upstream, by field name
+    /// (`temperature`, `tools`, ...). Empty means "not declared": the host
+    /// then assumes all of them. Since 0.1.3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    /// Which kinds of [`Attachment`] the plugin can send upstream
+    /// ([`attachment_kind`] names: `image`, `pdf`). Empty means "not
+    /// declared": the host then sends every kind. Since 0.1.3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<String>,
+}
+
+/// Names of attachment kinds in [`Manifest::attachments`].
+pub mod attachment_kind {
+    /// A picture the model looks at (`image/*`).
+    pub const IMAGE: &str = "image";
+    /// A PDF document.
+    pub const PDF: &str = "pdf";
 }
 
 /// A kind of output a plugin can produce.
@@ -98,6 +116,11 @@ pub struct Message {
     /// For `Role::Tool` messages: the call this answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// For `Role::Assistant` messages: the function calls the model asked
+    /// for, replayed so the following `Role::Tool` answers have their
+    /// calls. Since 0.1.3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
 }
 
 impl Message {
@@ -108,11 +131,21 @@ impl Message {
             content: content.into(),
             attachments: Vec::new(),
             tool_call_id: None,
+            tool_calls: Vec::new(),
+        }
+    }
+
+    /// A message of `role` with `content` and nothing else.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            ..Self::user(content)
         }
     }
 }
 
 /// Sampling and length options; all optional, passed through as given.
+/// [`Options::NAMES`] spells each field for [`Manifest::options`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Options {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,6 +158,10 @@ pub struct Options {
     pub stop: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_effort: Option<String>,
+    /// How terse the answer should be (`low`, `medium`, `high`), for models
+    /// that take it. Since 0.1.3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verbosity: Option<String>,
     /// OpenAI-style tool definitions, passed through untouched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<serde_json::Value>,
@@ -132,6 +169,41 @@ pub struct Options {
     pub tool_choice: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel_tool_calls: Option<bool>,
+}
+
+impl Options {
+    /// Every field's name, as [`Manifest::options`] lists them.
+    pub const NAMES: [&'static str; 9] = [
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "stop",
+        "reasoning_effort",
+        "verbosity",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+    ];
+
+    /// Names of the fields that are set.
+    pub fn set_names(&self) -> Vec<&'static str> {
+        let set = [
+            self.temperature.is_some(),
+            self.top_p.is_some(),
+            self.max_tokens.is_some(),
+            !self.stop.is_empty(),
+            self.reasoning_effort.is_some(),
+            self.verbosity.is_some(),
+            self.tools.is_some(),
+            self.tool_choice.is_some(),
+            self.parallel_tool_calls.is_some(),
+        ];
+        Self::NAMES
+            .iter()
+            .zip(set)
+            .filter_map(|(name, set)| set.then_some(*name))
+            .collect()
+    }
 }
 
 /// One call into a provider. Its `Debug` never shows the API key.

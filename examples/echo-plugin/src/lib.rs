@@ -33,6 +33,8 @@ impl Provider for Echo {
             }),
             config_keys: vec!["ECHO_PREFIX".into()],
             plugin_api_version: String::new(),
+            options: vec![],
+            attachments: vec![],
         }
     }
 

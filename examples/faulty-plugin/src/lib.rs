@@ -40,6 +40,8 @@ impl Provider for Faulty {
             default_rate_limit: None,
             config_keys: vec![],
             plugin_api_version: String::new(),
+            options: vec![],
+            attachments: vec![],
         }
     }
 

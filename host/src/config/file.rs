@@ -10,6 +10,20 @@
 //!
 //! [plugins.codex-cli] # a plugin's settings (its manifest's config keys), by plugin id
 //! CODEX_SANDBOX_MODE = "workspace-write"
+//!
+//! [aliases]           # short names for models, on top of the built-in ones
+//! fast = "GPT-5-mini"
+//!
+//! [models]            # defaults (POE_TEXT_MODEL etc. override) and the `auto` rule
+//! text = "Claude-Sonnet-4.5"
+//! auto = ["Claude-Sonnet-4.5", "GPT-5", "Gemini-2.5-Pro"]
+//!
+//! [chat]              # conversations, files and export of the `chat` tool
+//! retention_days = 3
+//! roots = ["~/notes"]
+//! max_file_bytes = 1048576
+//! max_image_bytes = 10485760
+//! export_dir = "~/poe-exports"
 //! ```
 //!
 //! Environment variables override the file; the file overrides plugin
@@ -36,6 +50,45 @@ pub struct ConfigFile {
     /// [`super::plugin_settings`]).
     #[serde(default)]
     pub plugins: BTreeMap<String, BTreeMap<String, SettingValue>>,
+    /// Model aliases: short name -> model name (see [`crate::models`]).
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+    /// Default models and the `auto` preference list.
+    #[serde(default)]
+    pub models: ModelsSection,
+    /// The `chat` tool's conversations, files and export.
+    #[serde(default)]
+    pub chat: ChatSection,
+}
+
+/// `[models]`: default models by output kind, and the `auto` rule's list.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsSection {
+    pub text: Option<String>,
+    pub image: Option<String>,
+    pub video: Option<String>,
+    pub audio: Option<String>,
+    /// Models `auto` tries, in order of preference.
+    pub auto: Option<Vec<String>>,
+}
+
+/// `[chat]`: conversation retention, file roots and caps, export dir.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatSection {
+    /// Days a conversation can be continued after its last message.
+    pub retention_days: Option<f64>,
+    /// Directories files and images may be read from, besides the
+    /// calling session's working directory (`~/` is expanded).
+    #[serde(default)]
+    pub roots: Vec<String>,
+    /// Largest text or PDF file read, in bytes.
+    pub max_file_bytes: Option<u64>,
+    /// Largest image read, in bytes.
+    pub max_image_bytes: Option<u64>,
+    /// Where `export: true` writes conversations (`~/` is expanded).
+    pub export_dir: Option<String>,
 }
 
 /// A plugin setting as written in the file. Plugins receive strings, so
@@ -91,6 +144,14 @@ impl ConfigFile {
                 "{}: deadlines.{kind} must be one of {} and at least 1 second",
                 path.display(),
                 super::Deadlines::names()
+            ));
+        }
+        if let Some(days) = file.chat.retention_days
+            && !(days.is_finite() && days > 0.0)
+        {
+            return Err(format!(
+                "{}: chat.retention_days must be more than 0",
+                path.display()
             ));
         }
         Ok(file)

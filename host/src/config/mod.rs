@@ -130,6 +130,8 @@ pub struct Settings {
     pub progress_heartbeat: Duration,
     /// How long calls may run, by output kind.
     pub deadlines: Deadlines,
+    /// Conversations, files and export of the `chat` tool.
+    pub chat: crate::chat::ChatSettings,
 }
 
 impl Settings {
@@ -159,6 +161,7 @@ impl Settings {
                 crate::mcp::defaults::PROGRESS_HEARTBEAT.as_secs_f64(),
             ),
             deadlines: Deadlines::default(),
+            chat: crate::chat::ChatSettings::default(),
         }
     }
 
@@ -166,6 +169,7 @@ impl Settings {
     pub fn load(file: &file::ConfigFile) -> Self {
         Self {
             deadlines: Deadlines::load(&file.deadlines),
+            chat: crate::chat::ChatSettings::load(&file.chat),
             ..Self::from_env()
         }
     }
@@ -210,6 +214,16 @@ impl Paths {
     /// `state.db`, the SQLite store of jobs and conversations.
     pub fn state_db(&self) -> PathBuf {
         self.home.join("state.db")
+    }
+
+    /// `cache/models.json`: Poe's model list as last fetched.
+    pub fn models_cache(&self) -> PathBuf {
+        self.home.join("cache").join("models.json")
+    }
+
+    /// `exports/`: where `chat`'s `export: true` writes unless configured.
+    pub fn exports(&self) -> PathBuf {
+        self.home.join("exports")
     }
 
     /// `logs/`.

@@ -100,9 +100,15 @@ pub async fn run(paths: Paths, options: Options) -> Result<(), StartError> {
             (ConfigFile::default(), Some(e))
         }
     };
+    let catalog = Arc::new(crate::models::Catalog::new(
+        crate::models::catalog::base_url(&config_file),
+        paths.models_cache(),
+    ));
+    let models = crate::models::Models::load(&config_file, catalog);
     let daemon = Arc::new(DaemonState::new(
         paths.clone(),
         Settings::load(&config_file),
+        models,
         registry,
         jobs,
         Limits::new(config_file.limits),

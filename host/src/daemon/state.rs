@@ -12,7 +12,9 @@ use crate::config::credentials::fingerprint;
 use crate::config::{Paths, Settings};
 use crate::ipc::Hello;
 use crate::ipc::status::{JobCounts, SessionStatus, Status};
+use crate::chat::Conversations;
 use crate::jobs::Jobs;
+use crate::models::Models;
 use crate::limits::Limits;
 use crate::plugins::Registry;
 
@@ -20,6 +22,10 @@ use crate::plugins::Registry;
 pub struct DaemonState {
     pub paths: Paths,
     pub settings: Settings,
+    /// Aliases, default models, `auto` and Poe's model catalog.
+    pub models: Models,
+    /// Conversations of the `chat` tool and the turns running in them.
+    pub conversations: Conversations,
     pub registry: Arc<Registry>,
     pub jobs: Jobs,
     pub limits: Limits,
@@ -83,6 +89,7 @@ impl DaemonState {
     pub fn new(
         paths: Paths,
         settings: Settings,
+        models: Models,
         registry: Arc<Registry>,
         jobs: Jobs,
         limits: Limits,
@@ -91,7 +98,9 @@ impl DaemonState {
     ) -> Self {
         Self {
             paths,
+            conversations: Conversations::new(jobs.store(), settings.chat.retention),
             settings,
+            models,
             registry,
             jobs,
             limits,

@@ -181,6 +181,11 @@ impl Jobs {
         self.store_error.as_deref()
     }
 
+    /// The store, if open (conversations share it).
+    pub fn store(&self) -> Option<Arc<Store>> {
+        self.store.clone()
+    }
+
     /// Where the store lives, if open.
     pub fn store_path(&self) -> Option<String> {
         self.store.as_ref().map(|s| s.path().display().to_string())

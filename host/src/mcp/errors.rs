@@ -18,6 +18,29 @@ pub enum Code {
     InvalidArgument,
     Cancelled,
     InternalError,
+    /// `continuation_id` names no conversation this daemon knows.
+    ConversationNotFound,
+    /// The conversation was last used longer ago than its retention.
+    ConversationExpired,
+    /// Another turn of the same conversation is still running.
+    ConversationBusy,
+    /// A file or image path is outside the allowed roots (`..`, a symlink
+    /// or an absolute path leading out).
+    PathNotAllowed,
+    /// A file or image path does not exist.
+    FileNotFound,
+    /// A file or image is over its size cap.
+    FileTooLarge,
+    /// A file cannot be attached as text or PDF (binary, directory, device).
+    UnsupportedFile,
+    /// An `images` entry is not an image (by content) or a bad data URL.
+    InvalidImage,
+    /// The chosen provider cannot take this kind of attachment.
+    UnsupportedAttachment,
+    /// `tools` or `tool_choice` is malformed.
+    InvalidTools,
+    /// `tool_results` answer calls the model never made (or already answered).
+    UnknownToolCall,
 }
 
 impl Code {
@@ -31,6 +54,17 @@ impl Code {
             Code::InvalidArgument => "INVALID_ARGUMENT",
             Code::Cancelled => "CANCELLED",
             Code::InternalError => "INTERNAL_ERROR",
+            Code::ConversationNotFound => "CONVERSATION_NOT_FOUND",
+            Code::ConversationExpired => "CONVERSATION_EXPIRED",
+            Code::ConversationBusy => "CONVERSATION_BUSY",
+            Code::PathNotAllowed => "PATH_NOT_ALLOWED",
+            Code::FileNotFound => "FILE_NOT_FOUND",
+            Code::FileTooLarge => "FILE_TOO_LARGE",
+            Code::UnsupportedFile => "UNSUPPORTED_FILE",
+            Code::InvalidImage => "INVALID_IMAGE",
+            Code::UnsupportedAttachment => "UNSUPPORTED_ATTACHMENT",
+            Code::InvalidTools => "INVALID_TOOLS",
+            Code::UnknownToolCall => "UNKNOWN_TOOL_CALL",
         }
     }
 }

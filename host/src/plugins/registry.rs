@@ -607,6 +607,8 @@ mod tests {
             default_rate_limit: None,
             config_keys: vec![],
             plugin_api_version: String::new(),
+            options: vec![],
+            attachments: vec![],
         }
     }
 

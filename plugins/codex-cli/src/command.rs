@@ -364,6 +364,7 @@ mod tests {
                 content: "Be terse.".into(),
                 attachments: vec![],
                 tool_call_id: None,
+                tool_calls: vec![],
             },
             Message::user("what is 2+2"),
             Message {
@@ -371,6 +372,7 @@ mod tests {
                 content: "4".into(),
                 attachments: vec![],
                 tool_call_id: None,
+                tool_calls: vec![],
             },
             Message {
                 role: Role::User,
@@ -388,6 +390,7 @@ mod tests {
                     },
                 ],
                 tool_call_id: None,
+                tool_calls: vec![],
             },
         ];
         assert_eq!(

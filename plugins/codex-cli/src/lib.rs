@@ -66,6 +66,8 @@ impl Provider for CodexCli {
                 "CODEX_HOME".into(),
             ],
             plugin_api_version: String::new(),
+            options: vec![],
+            attachments: vec![],
         }
     }
 

@@ -289,6 +289,7 @@ mod tests {
                     },
                 ],
                 tool_call_id: None,
+                tool_calls: vec![],
             }],
             ..Request::default()
         };

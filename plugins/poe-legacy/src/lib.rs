@@ -143,6 +143,8 @@ impl Provider for PoeLegacy {
                 BOTS_ENV.into(),
             ],
             plugin_api_version: String::new(),
+            options: vec![],
+            attachments: vec![],
         }
     }
 

@@ -212,6 +212,7 @@ mod tests {
                 content: "be brief".into(),
                 attachments: vec![],
                 tool_call_id: None,
+                tool_calls: vec![],
             },
             Message::user("first"),
             Message {
@@ -219,6 +220,7 @@ mod tests {
                 content: "ok".into(),
                 attachments: vec![],
                 tool_call_id: None,
+                tool_calls: vec![],
             },
             Message::user("second"),
         ]);

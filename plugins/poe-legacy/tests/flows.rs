@@ -356,6 +356,7 @@ fn attachments_are_uploaded_the_fastapi_poe_way() {
                 },
             ],
             tool_call_id: None,
+            tool_calls: vec![],
         }],
         ..request("Vision", "")
     };

@@ -250,6 +250,7 @@ mod tests {
                 max_tokens: Some(100),
                 stop: vec!["END".into()],
                 reasoning_effort: Some("high".into()),
+                verbosity: None,
                 tools: Some(json!([{"type": "function", "function": {"name": "f"}}])),
                 tool_choice: Some(json!("auto")),
                 parallel_tool_calls: Some(false),
@@ -291,6 +292,7 @@ mod tests {
                 },
             ],
             tool_call_id: None,
+            tool_calls: vec![],
         };
         let v = message_json(&message);
         let parts = v["content"].as_array().unwrap();
@@ -309,6 +311,7 @@ mod tests {
             content: "42".into(),
             attachments: vec![],
             tool_call_id: Some("call_1".into()),
+            tool_calls: vec![],
         };
         assert_eq!(
             message_json(&message),

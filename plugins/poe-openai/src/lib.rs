@@ -133,6 +133,8 @@ impl Provider for PoeOpenAi {
                 "POE_VIDEO_POLL_MS".into(),
             ],
             plugin_api_version: String::new(),
+            options: vec![],
+            attachments: vec![],
         }
     }
 

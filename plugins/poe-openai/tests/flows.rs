@@ -152,6 +152,7 @@ fn options_and_attachments_are_sent_as_openai_fields() {
                 content: "be brief".into(),
                 attachments: vec![],
                 tool_call_id: None,
+                tool_calls: vec![],
             },
             Message {
                 role: Role::User,
@@ -162,6 +163,7 @@ fn options_and_attachments_are_sent_as_openai_fields() {
                     name: Some("x.png".into()),
                 }],
                 tool_call_id: None,
+                tool_calls: vec![],
             },
         ],
         options: Options {
