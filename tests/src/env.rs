@@ -176,6 +176,14 @@ impl TestEnv {
         McpClient::spawn(command).await
     }
 
+    /// A shim started in `cwd`: the session's working directory, which
+    /// relative file paths start from.
+    pub async fn shim_in(&self, cwd: &Path) -> McpClient {
+        let mut command = tokio::process::Command::from(self.command("poe-code"));
+        command.args(["mcp", "run"]).current_dir(cwd);
+        McpClient::spawn(command).await
+    }
+
     /// `poe-coded status --json`, or `None` when no daemon runs.
     pub fn status(&self) -> Option<serde_json::Value> {
         let out = self.run("poe-coded", &["status", "--json"]);

@@ -18,7 +18,11 @@
 //! 5. hot reload: a new version of a plugin file settled -> first answer from
 //!    it, while a session calls in a loop;
 //! 6. one plugin call through the ABI (JSON across the boundary) vs the same
-//!    provider called directly in Rust.
+//!    provider called directly in Rust;
+//! 7. a `chat` turn with 5 attached files on a conversation of 50 and of
+//!    1,000 messages (history from the store, files read and checked, the
+//!    turn stored) vs the same request, history and file text included,
+//!    sent straight to the fake.
 
 use std::time::{Duration, Instant};
 
@@ -234,6 +238,10 @@ async fn main() {
         ms(cold.p99)
     );
 
+    for history in [50, 1000] {
+        chat_turns(&env, &fake.base_url(), history, arg("chat-calls", 100)).await;
+    }
+
     concurrent(&env, &fake.base_url(), sessions, per_session).await;
     drop(env);
 
@@ -250,6 +258,103 @@ async fn timed_call(
     let started = Instant::now();
     let answer = session.call_tool(tool, arguments).await;
     (started.elapsed(), answer)
+}
+
+/// `chat` turns with five attached files on a conversation that already
+/// holds `history` messages, against the same request straight to the fake.
+/// Each turn adds two messages to both, so both grow alike.
+async fn chat_turns(env: &TestEnv, base_url: &str, history: usize, calls: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut files = Vec::new();
+    let mut file_text = String::new();
+    for i in 0..5 {
+        let name = format!("module{i}.rs");
+        let text: String = (0..40)
+            .map(|l| format!("fn function_{i}_{l}() -> u32 {{ {l} }}\n"))
+            .collect();
+        std::fs::write(dir.path().join(&name), &text).expect("write file");
+        file_text.push_str(&text);
+        files.push(name);
+    }
+    let mut session = env.shim_in(dir.path()).await;
+    session.initialize("bench-chat").await;
+    let model = "Claude-Sonnet-4.5";
+    let line = "a message of about this many words in the conversation";
+    // Seed the conversation (and its mirror for the direct requests).
+    let mut messages: Vec<serde_json::Value> = Vec::new();
+    let mut id: Option<String> = None;
+    while messages.len() < history {
+        let mut arguments = json!({"prompt": line, "model": model});
+        if let Some(id) = &id {
+            arguments["continuation_id"] = json!(id);
+        }
+        let answer = session.call_tool("chat", arguments).await;
+        let body = &answer["result"]["structuredContent"];
+        id = Some(body["continuation"]["id"].as_str().expect("continuation").to_string());
+        messages.push(json!({"role": "user", "content": line}));
+        messages.push(json!({"role": "assistant", "content": body["content"]}));
+    }
+    let id = id.expect("a conversation");
+    let client = reqwest::Client::new();
+    let url = format!("{base_url}/chat/completions");
+    let mut direct = Vec::with_capacity(calls);
+    let mut through = Vec::with_capacity(calls);
+    for i in 0..calls + 5 {
+        let prompt = format!("{line} {i}");
+        let mut sent = messages.clone();
+        sent.push(json!({"role": "user", "content": format!("{prompt}\n\n{file_text}")}));
+        let body = json!({
+            "model": model, "messages": sent, "stream": true,
+            "stream_options": {"include_usage": true}
+        });
+        let started = Instant::now();
+        let response = client
+            .post(&url)
+            .bearer_auth(fake_poe::FAKE_API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("direct request");
+        let text = response.text().await.expect("direct body");
+        let d = started.elapsed();
+        assert!(text.contains("[DONE]"));
+        let (t, answer) = timed_call(
+            &mut session,
+            "chat",
+            json!({"prompt": prompt, "continuation_id": id, "files": files}),
+        )
+        .await;
+        let content = answer["result"]["structuredContent"]["content"].clone();
+        assert!(content.as_str().is_some_and(|c| c.contains(&prompt)), "{answer}");
+        messages.push(sent.pop().expect("the user message"));
+        messages.push(json!({"role": "assistant", "content": content}));
+        if i >= 5 {
+            direct.push(d);
+            through.push(t);
+        }
+    }
+    let direct = summarize(direct);
+    let through = summarize(through);
+    println!();
+    println!(
+        "chat turn, 5 attached files, conversation of {history} -> {} messages, {calls} turns",
+        messages.len()
+    );
+    println!(
+        "  chat through poe-code  p50 {}  p99 {}",
+        ms(through.p50),
+        ms(through.p99)
+    );
+    println!(
+        "  baseline: direct       p50 {}  p99 {}",
+        ms(direct.p50),
+        ms(direct.p99)
+    );
+    println!(
+        "  added time             p50 {}  p99 {}  (target: under 2 ms p50, flat in history length)",
+        ms(through.p50.saturating_sub(direct.p50)),
+        ms(through.p99.saturating_sub(direct.p99)),
+    );
 }
 
 /// Time from a plugin file settling to the first answer from the new version.

@@ -1,8 +1,11 @@
 //! The `chat` tool: conversations that persist in the store, continued from
 //! any session, with file and image context and function calling.
 
+pub mod args;
 pub mod conversation;
+pub mod export;
 pub mod files;
+pub mod turn;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -217,13 +217,21 @@ async fn watch_idle(daemon: Arc<DaemonState>) {
 }
 
 /// Keeps the store at 3 days of finished jobs while the daemon runs for long.
+/// Drops old jobs and expired conversations, at start and then hourly.
 async fn prune_jobs(daemon: Arc<DaemonState>) {
     let mut hourly = tokio::time::interval(Duration::from_secs(3600));
-    hourly.tick().await; // the store was pruned when it opened
     loop {
         hourly.tick().await;
         let daemon = daemon.clone();
-        let _ = tokio::task::spawn_blocking(move || daemon.jobs.prune()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            daemon.jobs.prune();
+            match daemon.conversations.prune() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(conversations = n, "expired conversations deleted"),
+                Err(e) => tracing::warn!(error = %e, "cannot prune conversations"),
+            }
+        })
+        .await;
     }
 }
 

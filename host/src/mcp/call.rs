@@ -87,13 +87,21 @@ async fn stopped(job: &Job) -> Stop {
     }
 }
 
-/// Runs `request` as `job` to the end and records the outcome in the job table.
+/// Turns a plugin's answer into the job's result, for tools whose result
+/// is more than the answer (`chat` stores its turn first). Dropped unused
+/// when the call fails.
+pub type Finish =
+    Box<dyn FnOnce(Response, Arc<Job>) -> futures::future::BoxFuture<'static, CallToolResult> + Send>;
+
+/// Runs `request` as `job` to the end and records the outcome in the job
+/// table; `finish` shapes a successful answer (default: [`success`]).
 pub(super) async fn execute(
     daemon: Arc<DaemonState>,
     plugin: Arc<LoadedPlugin>,
     limiter: Arc<Limiter>,
     job: Arc<Job>,
     request: Request,
+    finish: Option<Finish>,
 ) {
     let _guard = daemon.begin_job();
     let output = request.output;
@@ -169,9 +177,31 @@ pub(super) async fn execute(
     };
     match outcome {
         Attempt::Done(response) => {
-            let result = success(response, output, &job.id);
+            let result = match finish {
+                Some(finish) => finish(response, job.clone()).await,
+                None => success(response, output, &job.id),
+            };
             daemon.jobs.finish(&job, Status::Completed, result, None);
         }
+        other => {
+            // Whatever `finish` holds (a conversation's turn) is released
+            // before anyone learns the job ended.
+            drop(finish);
+            fail(&daemon, &plugin, &job, other, output);
+        }
+    }
+}
+
+/// Records a job that did not get an answer.
+fn fail(
+    daemon: &DaemonState,
+    plugin: &LoadedPlugin,
+    job: &Arc<Job>,
+    outcome: Attempt,
+    output: OutputKind,
+) {
+    match outcome {
+        Attempt::Done(_) => unreachable!("answered jobs are finished by execute"),
         Attempt::Failed(err) => {
             tracing::warn!(job = %job.id, plugin = %plugin.manifest.id, model = %job.model,
                 kind = err.kind.as_str(), status = ?err.status, message = %err.message, "call failed");
@@ -182,12 +212,12 @@ pub(super) async fn execute(
             };
             daemon
                 .jobs
-                .finish(&job, status, plugin_error(&err), Some(err.to_string()));
+                .finish(job, status, plugin_error(&err), Some(err.to_string()));
         }
         Attempt::Stopped(Stop::Cancelled) => {
             tracing::info!(job = %job.id, model = %job.model, "call cancelled");
             daemon.jobs.finish(
-                &job,
+                job,
                 Status::Cancelled,
                 tool_error(Code::Cancelled, "the call was cancelled"),
                 Some("cancelled".into()),
@@ -206,7 +236,7 @@ pub(super) async fn execute(
             );
             tracing::warn!(job = %job.id, model = %job.model, ?limit, "call ran past its deadline");
             daemon.jobs.finish(
-                &job,
+                job,
                 Status::Failed,
                 plugin_error(&err),
                 Some(err.to_string()),

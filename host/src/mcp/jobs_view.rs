@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::errors::{Code, tool_error};
 use super::output::{char_budget, head};
+use crate::chat::conversation::is_conversation_id;
 use crate::daemon::state::DaemonState;
 use crate::jobs::{Snapshot, Status};
 
@@ -36,12 +37,14 @@ fn page(text: &str, offset: usize, budget: usize) -> (String, Option<usize>) {
     (shown, next)
 }
 
-/// `check_status`.
+/// `check_status`. `owner` is the caller's key hash, which conversations
+/// are checked against.
 pub fn check_status(
     daemon: &DaemonState,
     id: Option<&str>,
     full_history: bool,
     offset: usize,
+    owner: &str,
 ) -> CallToolResult {
     let Some(id) = id else {
         let jobs: Vec<Value> = daemon
@@ -61,6 +64,9 @@ pub fn check_status(
         let body = json!({ "jobs": jobs });
         return structured(body);
     };
+    if is_conversation_id(id) {
+        return conversation_status(daemon, id, full_history, offset, owner);
+    }
     let Some(snapshot) = daemon.jobs.get(id) else {
         return tool_error(
             Code::InvalidArgument,
@@ -69,6 +75,11 @@ pub fn check_status(
             ),
         );
     };
+    structured(job_body(daemon, &snapshot, full_history, offset))
+}
+
+/// What `check_status` says about one job.
+fn job_body(daemon: &DaemonState, snapshot: &Snapshot, full_history: bool, offset: usize) -> Value {
     let budget = char_budget(daemon.settings.max_output_tokens).saturating_sub(2_000);
     let mut body = json!({
         "continuation_id": snapshot.id,
@@ -87,13 +98,13 @@ pub fn check_status(
     // The streamed text while running or on request; the result once done.
     let (key, text) = if full_history || !snapshot.status.is_finished() {
         let streamed = if snapshot.output.is_empty() {
-            result_text(&snapshot).unwrap_or_default()
+            result_text(snapshot).unwrap_or_default()
         } else {
             snapshot.output.clone()
         };
         ("output", streamed)
     } else {
-        ("result", result_text(&snapshot).unwrap_or_default())
+        ("result", result_text(snapshot).unwrap_or_default())
     };
     let (shown, next) = page(&text, offset, budget);
     body[key] = json!(shown);
@@ -102,12 +113,114 @@ pub fn check_status(
     }
     if snapshot.status.is_finished() {
         daemon.jobs.mark_delivered(&snapshot.id);
+        if let Some(structured) = snapshot.result.as_ref().and_then(|r| r.structured_content.as_ref())
+            && structured.get("continuation").is_some()
+        {
+            // A chat turn: its usage, tool calls and continuation.
+            for key in ["continuation", "metadata", "tool_calls"] {
+                if let Some(v) = structured.get(key) {
+                    body[key] = v.clone();
+                }
+            }
+        }
+    }
+    body
+}
+
+/// `check_status` on a conversation: its newest turn as a job, plus the
+/// conversation, plus its messages with `full_history` (newest first kept
+/// when they do not all fit).
+fn conversation_status(
+    daemon: &DaemonState,
+    id: &str,
+    full_history: bool,
+    offset: usize,
+    owner: &str,
+) -> CallToolResult {
+    let Some((row, messages)) = daemon.conversations.view(id, owner) else {
+        return tool_error(
+            Code::ConversationNotFound,
+            format!("no conversation '{id}' (call check_status without an id to list recent jobs)"),
+        );
+    };
+    let job = daemon
+        .conversations
+        .running_job(id)
+        .or(row.last_job_id.clone())
+        .and_then(|job| daemon.jobs.get(&job));
+    let mut body = match &job {
+        Some(snapshot) => {
+            let mut body = job_body(daemon, snapshot, false, offset);
+            body["job_id"] = json!(snapshot.id);
+            body
+        }
+        None => json!({ "status": "idle" }),
+    };
+    body["continuation_id"] = json!(id);
+    body["conversation"] = json!({
+        "provider": row.provider,
+        "model": row.model,
+        "messageCount": messages.len(),
+        "turns": row.turns,
+        "created": rfc3339(row.created_ms),
+        "updated": rfc3339(row.updated_ms),
+    });
+    if full_history {
+        let budget = char_budget(daemon.settings.max_output_tokens).saturating_sub(4_000);
+        let mut used = 0;
+        let mut shown: Vec<Value> = Vec::new();
+        for m in messages.iter().rev() {
+            used += m.content.len() + 200;
+            if used > budget && !shown.is_empty() {
+                break;
+            }
+            let attachments: Vec<String> = m
+                .attachments
+                .as_deref()
+                .and_then(|j| serde_json::from_str::<Vec<poe_plugin_api::Attachment>>(j).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| a.name.unwrap_or_else(|| "attachment".into()))
+                .collect();
+            let mut entry = json!({
+                "role": m.role,
+                "content": head(&m.content, budget),
+                "model": m.model,
+                "turn": m.turn,
+                "created": rfc3339(m.created_ms),
+            });
+            if !attachments.is_empty() {
+                entry["attachments"] = json!(attachments);
+            }
+            if let Some(calls) = m.tool_calls.as_deref().and_then(|j| serde_json::from_str::<Value>(j).ok()) {
+                entry["tool_calls"] = calls;
+            }
+            if let Some(call) = &m.tool_call_id {
+                entry["tool_call_id"] = json!(call);
+            }
+            shown.push(entry);
+        }
+        if shown.len() < messages.len() {
+            body["messages_omitted"] = json!(messages.len() - shown.len());
+        }
+        shown.reverse();
+        body["messages"] = Value::Array(shown);
     }
     structured(body)
 }
 
 /// `cancel_job`.
 pub fn cancel_job(daemon: &DaemonState, id: &str) -> CallToolResult {
+    if is_conversation_id(id) {
+        return match daemon.conversations.running_job(id) {
+            Some(job) => cancel_job(daemon, &job),
+            None => structured(json!({
+                "continuation_id": id,
+                "status": "idle",
+                "message": "no turn of this conversation is running; nothing to cancel",
+            })),
+        };
+    }
     if let Some(job) = daemon.jobs.running(id) {
         job.request_cancel();
         return structured(json!({

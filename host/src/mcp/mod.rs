@@ -30,6 +30,8 @@ use crate::daemon::state::{DaemonState, SessionInfo};
 use crate::jobs::{Existing, Job, Waiter, request_hash};
 use errors::{Code, tool_error};
 use progress::Progress;
+use crate::chat;
+use crate::chat::args::ChatArgs;
 use tools::{BotResponseArgs, CancelJobArgs, CheckStatusArgs, GenerateArgs, ListModelsArgs, names};
 
 /// The MCP server of one session.
@@ -45,6 +47,30 @@ pub struct PoeServer {
 struct ModelCall {
     request: Request,
     run_async: bool,
+}
+
+/// A call ready to become a job: routed, labelled, with the chat turn it
+/// belongs to.
+struct Planned {
+    /// The request as the plugin receives it (routed model name).
+    request: Request,
+    plugin: Arc<crate::plugins::LoadedPlugin>,
+    /// The model as the caller meant it: the job's label.
+    label: String,
+    run_async: bool,
+    turn: Option<chat::turn::Turn>,
+}
+
+impl Planned {
+    fn from_turn(prepared: chat::turn::Prepared) -> Self {
+        Self {
+            request: prepared.request,
+            plugin: prepared.plugin,
+            label: prepared.model,
+            run_async: prepared.run_async,
+            turn: Some(prepared.turn),
+        }
+    }
 }
 
 impl PoeServer {
@@ -68,14 +94,18 @@ impl PoeServer {
         }
     }
 
-    fn model_call(&self, name: &str, args: &Value) -> Result<Option<ModelCall>, CallToolResult> {
+    fn model_call(&self, name: &str, args: &Value) -> Result<ModelCall, CallToolResult> {
         let mut thread = None;
+        let mut options = poe_plugin_api::Options::default();
         let (model, message, output, params, run_async) = match name {
             names::GET_BOT_RESPONSE => {
                 let a: BotResponseArgs = parse_args(args)?;
                 if let Some(id) = &a.continuation_id {
                     thread = Some(self.thread_of(id)?);
                 }
+                a.sampling
+                    .apply(&mut options)
+                    .map_err(|r| tool_error(r.code, r.message))?;
                 (
                     a.bot_name,
                     a.message,
@@ -85,12 +115,19 @@ impl PoeServer {
                 )
             }
             other => match tools::media_tool(other) {
-                Some((kind, default_bot)) => {
+                Some((kind, _)) => {
                     let a: GenerateArgs = parse_args(args)?;
-                    let bot = a.bot_name.unwrap_or_else(|| default_bot.to_string());
+                    let bot = a
+                        .bot_name
+                        .unwrap_or_else(|| self.daemon.models.default_for(kind));
                     (bot, a.prompt, kind, a.params, a.run_async)
                 }
-                None => return Ok(None),
+                None => {
+                    return Err(tool_error(
+                        Code::InternalError,
+                        format!("{other} is not a model tool"),
+                    ));
+                }
             },
         };
         if model.trim().is_empty() {
@@ -99,12 +136,13 @@ impl PoeServer {
                 "bot_name must not be empty",
             ));
         }
-        Ok(Some(ModelCall {
+        Ok(ModelCall {
             request: Request {
                 model,
                 messages: vec![Message::user(message)],
                 output,
                 params,
+                options,
                 stream: true,
                 api_key: self.session.api_key.clone(),
                 cwd: self.session.cwd.clone(),
@@ -112,7 +150,7 @@ impl PoeServer {
                 ..Request::default()
             },
             run_async,
-        }))
+        })
     }
 
     /// The provider thread an earlier call (job `id`) left to continue.
@@ -146,6 +184,13 @@ impl PoeServer {
         args: Value,
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        if let Some(unknown) = tools::unknown_argument(name, &args) {
+            return Ok(tool_error(
+                Code::InvalidArgument,
+                format!("invalid arguments: unknown argument `{unknown}` for {name}"),
+            )
+            .into());
+        }
         match name {
             names::CHECK_STATUS => {
                 let a: CheckStatusArgs = match parse_args(&args) {
@@ -153,6 +198,7 @@ impl PoeServer {
                     Err(e) => return Ok(e.into()),
                 };
                 let daemon = self.daemon.clone();
+                let owner = chat::turn::owner_of(&self.session);
                 // Store reads are blocking I/O.
                 let result = tokio::task::spawn_blocking(move || {
                     jobs_view::check_status(
@@ -160,6 +206,7 @@ impl PoeServer {
                         a.continuation_id.as_deref(),
                         a.full_history,
                         a.offset,
+                        &owner,
                     )
                 })
                 .await
@@ -181,34 +228,27 @@ impl PoeServer {
             }
             _ => {}
         }
-        let mut call = match self.model_call(name, &args) {
-            Ok(Some(call)) => call,
-            Ok(None) => {
-                return Err(McpError::invalid_params(
-                    format!("Unknown tool: {name}"),
-                    None,
-                ));
-            }
-            Err(result) => return Ok(result.into()),
-        };
-        self.daemon.count_call(&self.session);
-        let route = match self.daemon.registry.route(&call.request.model) {
-            Ok(route) => route,
-            Err(e) => return Ok(tool_error(Code::ModelNotFound, e.to_string()).into()),
-        };
-        let plugin = route.plugin;
-        // The job keeps the name the caller wrote; the plugin gets the routed one.
-        let written_model = std::mem::replace(&mut call.request.model, route.model);
+        let is_chat = name == names::CHAT;
+        if !is_chat && tools::media_tool(name).is_none() && name != names::GET_BOT_RESPONSE {
+            return Err(McpError::invalid_params(
+                format!("Unknown tool: {name}"),
+                None,
+            ));
+        }
+        let run_async = args.get("async").and_then(Value::as_bool).unwrap_or(false);
         let mut identity = args.clone();
         if let Value::Object(map) = &mut identity {
             map.remove("async");
         }
         let hash = request_hash(name, &identity, self.session.api_key.as_deref());
-        if !call.run_async {
+        // A retried call picks up the identical earlier one (before a chat
+        // turn claims its conversation, which the earlier one holds).
+        if !run_async {
             match self.daemon.jobs.existing(&hash) {
                 Some(Existing::Running(waiter)) => {
                     tracing::info!(job = %waiter.job().id, "identical call running; waiting for it");
-                    return Ok(self.wait(waiter, context).await.into());
+                    let id = waiter.job().id.clone();
+                    return Ok(self.wait(waiter, context, &id).await.into());
                 }
                 Some(Existing::Undelivered(snapshot)) => {
                     tracing::info!(job = %snapshot.id, "returning the undelivered result of an identical call");
@@ -221,13 +261,56 @@ impl PoeServer {
                 None => {}
             }
         }
+        let call = if is_chat {
+            let a: ChatArgs = match parse_args(&args) {
+                Ok(a) => a,
+                Err(e) => return Ok(e.into()),
+            };
+            let daemon = self.daemon.clone();
+            let session = self.session.clone();
+            // Reads the store and the attached files.
+            match tokio::task::spawn_blocking(move || chat::turn::prepare(&daemon, &session, a))
+                .await
+            {
+                Ok(Ok(prepared)) => Planned::from_turn(prepared),
+                Ok(Err(refused)) => return Ok(refused.into()),
+                Err(e) => return Ok(tool_error(Code::InternalError, e.to_string()).into()),
+            }
+        } else {
+            let call = match self.model_call(name, &args) {
+                Ok(call) => call,
+                Err(result) => return Ok(result.into()),
+            };
+            let route = match self.daemon.registry.route(&call.request.model) {
+                Ok(route) => route,
+                Err(e) => return Ok(tool_error(Code::ModelNotFound, e.to_string()).into()),
+            };
+            // The job keeps the name the caller wrote; the plugin gets the routed one.
+            let mut request = call.request;
+            let label = std::mem::replace(&mut request.model, route.model);
+            Planned {
+                request,
+                plugin: route.plugin,
+                label,
+                run_async: call.run_async,
+                turn: None,
+            }
+        };
+        self.daemon.count_call(&self.session);
+        let Planned {
+            request,
+            plugin,
+            label,
+            run_async,
+            turn,
+        } = call;
         let job = self.daemon.jobs.create(
             name,
-            &written_model,
+            &label,
             &args,
             hash,
             self.session.id,
-            self.daemon.settings.deadlines.of(call.request.output),
+            self.daemon.settings.deadlines.of(request.output),
         );
         let limiter = self.daemon.limits.limiter(
             &plugin.manifest.id,
@@ -235,10 +318,22 @@ impl PoeServer {
                 .manifest
                 .default_rate_limit
                 .map(|l| l.requests_per_minute),
-            call.request.api_key.as_deref(),
+            request.api_key.as_deref(),
         );
+        // What the client uses to come back: the conversation, or the job.
+        let handle = turn
+            .as_ref()
+            .map_or_else(|| job.id.clone(), |t| t.conversation_id().to_string());
+        let finish: Option<call::Finish> = turn.map(|turn| {
+            turn.bind(&self.daemon, &job);
+            let daemon = self.daemon.clone();
+            Box::new(move |response, job| {
+                Box::pin(turn.finish(daemon, job, response))
+                    as futures::future::BoxFuture<'static, CallToolResult>
+            }) as call::Finish
+        });
         // Attach before the job starts so no early event is missed.
-        let waiter = if call.run_async {
+        let waiter = if run_async {
             job.run_in_background();
             None
         } else {
@@ -249,28 +344,37 @@ impl PoeServer {
             plugin,
             limiter,
             job.clone(),
-            call.request,
+            request,
+            finish,
         ));
         match waiter {
-            Some(waiter) => Ok(self.wait(waiter, context).await.into()),
-            None => Ok(self.started(&job, context)),
+            Some(waiter) => Ok(self.wait(waiter, context, &handle).await.into()),
+            None => Ok(self.started(&job, &handle, context)),
         }
     }
 
     /// The answer to an `async` call: a task for clients that speak
     /// SEP-2663, a continuation id for everyone else.
-    fn started(&self, job: &Job, context: &RequestContext<RoleServer>) -> CallToolResponse {
+    fn started(
+        &self,
+        job: &Job,
+        handle: &str,
+        context: &RequestContext<RoleServer>,
+    ) -> CallToolResponse {
         let speaks_tasks = context
             .client_capabilities()
             .is_some_and(|caps| caps.supports_tasks());
         if speaks_tasks {
             return CallToolResponse::Task(CreateTaskResult::new(jobs_view::task(&job.snapshot())));
         }
-        let body = json!({
-            "continuation_id": job.id,
+        let mut body = json!({
+            "continuation_id": handle,
             "status": "processing",
             "message": "started in the background; call check_status with this continuation_id for progress and the result",
         });
+        if handle != job.id {
+            body["job_id"] = json!(job.id);
+        }
         let mut result = CallToolResult::success(vec![ContentBlock::text(
             serde_json::to_string_pretty(&body).unwrap_or_default(),
         )]);
@@ -286,6 +390,7 @@ impl PoeServer {
         &self,
         mut waiter: Waiter,
         context: &RequestContext<RoleServer>,
+        handle: &str,
     ) -> CallToolResult {
         let job = waiter.job().clone();
         let mut progress = Progress::new(
@@ -321,7 +426,7 @@ impl PoeServer {
                 }
                 _ = tokio::time::sleep_until(soft_deadline) => {
                     waiter.detach();
-                    return self.detached(&job);
+                    return self.detached(handle);
                 }
             }
         }
@@ -332,14 +437,14 @@ impl PoeServer {
         let result = snapshot
             .result
             .unwrap_or_else(|| tool_error(Code::InternalError, "job ended without a result"));
-        self.capped(result, &job.id)
+        self.capped(result, handle)
     }
 
     /// The answer when a call outlives the soft deadline: it keeps running.
-    fn detached(&self, job: &Job) -> CallToolResult {
+    fn detached(&self, handle: &str) -> CallToolResult {
         let secs = self.daemon.settings.soft_deadline.as_secs_f64();
         let body = json!({
-            "continuation_id": job.id,
+            "continuation_id": handle,
             "status": "processing",
             "message": format!(
                 "still running after {secs:.0} s, so it continues in the background (client tool calls time out); \

@@ -23,11 +23,12 @@ pub mod names {
     pub const CHECK_STATUS: &str = "check_status";
     pub const CANCEL_JOB: &str = "cancel_job";
     pub const LIST_MODELS: &str = "list_models";
+    pub const CHAT: &str = "chat";
 }
 
-/// Arguments of `get_bot_response`.
+/// Arguments of `get_bot_response`. Unknown arguments are refused by
+/// [`unknown_argument`] (serde cannot deny them next to `flatten`).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BotResponseArgs {
     pub bot_name: String,
     pub message: String,
@@ -39,6 +40,8 @@ pub struct BotResponseArgs {
     /// Continue the provider-side conversation of this earlier call.
     #[serde(default)]
     pub continuation_id: Option<String>,
+    #[serde(flatten)]
+    pub sampling: crate::chat::args::Sampling,
 }
 
 /// Arguments of the `generate_*` tools.
@@ -103,6 +106,118 @@ fn async_schema() -> Value {
         "type": "boolean",
         "description": "Return a continuation_id at once and run in the background; fetch the result with check_status."
     })
+}
+
+/// The sampling parameters `chat` and `get_bot_response` share.
+fn sampling_properties() -> serde_json::Map<String, Value> {
+    let Value::Object(map) = json!({
+        "temperature": { "type": "number", "minimum": 0, "maximum": 2, "description": "Sampling temperature, 0-2." },
+        "top_p": { "type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "Nucleus sampling, more than 0 and at most 1." },
+        "max_tokens": { "type": "integer", "minimum": 1, "description": "Most tokens to generate." },
+        "stop": {
+            "type": "array", "items": { "type": "string" }, "maxItems": 4,
+            "description": "Up to 4 stop sequences (a single string is accepted too); whitespace-only ones are refused."
+        },
+        "reasoning_effort": {
+            "type": "string", "enum": crate::chat::args::REASONING_EFFORTS,
+            "description": "How hard a reasoning model thinks (Poe and codex)."
+        },
+        "verbosity": {
+            "type": "string", "enum": crate::chat::args::VERBOSITIES,
+            "description": "How long the answer should be, for models that take it."
+        },
+    }) else {
+        unreachable!("an object literal")
+    };
+    map
+}
+
+/// The `chat` tool.
+fn chat_tool() -> Tool {
+    let mut properties = serde_json::Map::new();
+    let Value::Object(own) = json!({
+        "prompt": { "type": "string", "description": "Your message. May be left out when tool_results answer the model's tool calls." },
+        "model": {
+            "type": "string",
+            "description": "Model: a Poe model name (case-insensitive, owner/id accepted), an alias such as sonnet, opus, gpt, gemini, grok (see list_models), codex, legacy:<Bot>, or auto (default: a documented preference list; a vision model when images are attached). A continued conversation keeps its model unless you name another."
+        },
+        "files": {
+            "type": "array", "items": { "type": "string" },
+            "description": "Paths of files to include (absolute, or relative to your working directory; only inside it or config.toml [chat] roots). Text files are sent line-numbered; PDFs as documents."
+        },
+        "images": {
+            "type": "array", "items": { "type": "string" },
+            "description": "Images to show the model: paths (same rules as files) or data: URLs. The type is read from the content."
+        },
+        "continuation_id": { "type": "string", "description": "Continue this conversation (from any session, also after a restart): the continuation.id of an earlier chat result." },
+        "tools": {
+            "type": "array", "items": { "type": "object" },
+            "description": "Functions the model may call, in OpenAI's shape: [{\"type\": \"function\", \"function\": {\"name\", \"description\", \"parameters\": <JSON Schema>}}]. Kept for the rest of the conversation unless you pass new ones."
+        },
+        "tool_choice": {
+            "type": "string",
+            "description": "none, auto or required (an object {\"type\": \"function\", \"function\": {\"name\": ...}} is accepted too)."
+        },
+        "parallel_tool_calls": { "type": "boolean", "description": "Whether the model may ask for several calls at once." },
+        "tool_results": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "tool_call_id": { "type": "string" },
+                    "content": { "type": "string", "description": "What the call returned (JSON is accepted too)." }
+                },
+                "required": ["tool_call_id", "content"]
+            },
+            "description": "Answers to the tool calls of the model's last answer, with its continuation_id; every call must be answered."
+        },
+        "params": params_schema(),
+        "async": async_schema(),
+        "export": { "type": "boolean", "description": "Also write the conversation to files (<export dir>/<continuation_id>/1_request.txt, 1_response.txt, ..., metadata.json); the result names the folder." },
+    }) else {
+        unreachable!("an object literal")
+    };
+    properties.extend(own);
+    properties.extend(sampling_properties());
+    tool(
+        names::CHAT,
+        "Chat with a model",
+        "Talk with any Poe model (or codex) in a conversation that persists: the result's \
+         continuation.id continues it from any session, also after a daemon restart. Attach files \
+         and images, set sampling parameters, and pass tools for function calling: when the model \
+         asks for calls, run them and answer with tool_results. Results carry usage."
+            .to_string(),
+        json!({
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": false
+        }),
+        false,
+    )
+}
+
+/// The first argument of `args` that `tool`'s schema does not list, if any.
+pub fn unknown_argument(tool: &str, args: &Value) -> Option<String> {
+    static KNOWN: std::sync::LazyLock<std::collections::HashMap<String, Vec<String>>> =
+        std::sync::LazyLock::new(|| {
+            all()
+                .into_iter()
+                .map(|t| {
+                    let props = t
+                        .input_schema
+                        .get("properties")
+                        .and_then(Value::as_object)
+                        .map(|p| p.keys().cloned().collect())
+                        .unwrap_or_default();
+                    (t.name.to_string(), props)
+                })
+                .collect()
+        });
+    let known = KNOWN.get(tool)?;
+    args.as_object()?
+        .keys()
+        .find(|k| !known.contains(k))
+        .cloned()
 }
 
 fn schema(value: Value) -> Arc<JsonObject> {
@@ -172,7 +287,23 @@ fn media(name: &'static str, title: &str, what: &str, default_bot: &str) -> Tool
 
 /// Every tool, in listing order.
 pub fn all() -> Vec<Tool> {
+    let mut bot_properties = serde_json::Map::new();
+    let Value::Object(own) = json!({
+        "bot_name": { "type": "string", "description": "Name of the Poe bot or model." },
+        "message": { "type": "string", "description": "The message to send." },
+        "params": params_schema(),
+        "async": async_schema(),
+        "continuation_id": {
+            "type": "string",
+            "description": "Continue the conversation of an earlier call with a provider that keeps threads (e.g. codex): pass that call's continuation_id (in its result's _meta). For conversations with any model, use chat."
+        },
+    }) else {
+        unreachable!("an object literal")
+    };
+    bot_properties.extend(own);
+    bot_properties.extend(sampling_properties());
     vec![
+        chat_tool(),
         tool(
             names::GET_BOT_RESPONSE,
             "Ask a Poe bot",
@@ -183,16 +314,7 @@ pub fn all() -> Vec<Tool> {
             ),
             json!({
                 "type": "object",
-                "properties": {
-                    "bot_name": { "type": "string", "description": "Name of the Poe bot or model." },
-                    "message": { "type": "string", "description": "The message to send." },
-                    "params": params_schema(),
-                    "async": async_schema(),
-                    "continuation_id": {
-                        "type": "string",
-                        "description": "Continue the conversation of an earlier call with a provider that keeps threads (e.g. codex): pass that call's continuation_id (in its result's _meta)."
-                    },
-                },
+                "properties": bot_properties,
                 "required": ["bot_name", "message"],
                 "additionalProperties": false
             }),
@@ -298,6 +420,13 @@ mod tests {
     fn wrong_argument_types_are_rejected() {
         let bad = json!({"bot_name": 7, "message": "hi"});
         assert!(serde_json::from_value::<BotResponseArgs>(bad).is_err());
+        let extra = json!({"bot_name": "x", "message": "hi", "temprature": 1});
+        assert_eq!(
+            unknown_argument(names::GET_BOT_RESPONSE, &extra).as_deref(),
+            Some("temprature")
+        );
+        let fine = json!({"prompt": "hi", "temperature": 1, "tools": []});
+        assert_eq!(unknown_argument(names::CHAT, &fine), None);
         let unknown = json!({"prompt": "x", "colour": "red"});
         assert!(serde_json::from_value::<GenerateArgs>(unknown).is_err());
     }

@@ -11,7 +11,7 @@ use crate::config::file::ConfigFile;
 /// `[plugins.poe-openai] POE_BASE_URL`, then Poe's.
 pub fn base_url(file: &ConfigFile) -> String {
     let _ = file;
-    unimplemented!("helper models")
+    String::new()
 }
 
 /// The cached catalog.
@@ -23,4 +23,7 @@ impl Catalog {
         let _ = (base_url, cache_file);
         Self {}
     }
+
+    /// Placeholder until the models module lands.
+    pub fn refresh_in_background(self: &std::sync::Arc<Self>) {}
 }

@@ -50,8 +50,14 @@ impl Models {
 
     /// The default model for `kind` (environment, then `[models]`, then built in).
     pub fn default_for(&self, kind: OutputKind) -> String {
-        let _ = kind;
-        unimplemented!("helper models")
+        crate::mcp::tools::media_tool(match kind {
+            OutputKind::Image => crate::mcp::tools::names::GENERATE_IMAGE,
+            OutputKind::Video => crate::mcp::tools::names::GENERATE_VIDEO,
+            OutputKind::Audio => crate::mcp::tools::names::GENERATE_AUDIO,
+            OutputKind::Text => return crate::mcp::defaults::TEXT_BOT.to_string(),
+        })
+        .map(|(_, bot)| bot.to_string())
+        .unwrap_or_default()
     }
 
     /// Resolves `written` (`None` or `auto` pick by the rule; `needs_vision`
@@ -61,9 +67,13 @@ impl Models {
         &self,
         written: Option<&str>,
         needs_vision: bool,
-        routable: &dyn Fn(&str) -> bool,
+        route: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Resolved, UnknownModel> {
-        let _ = (written, needs_vision, routable);
-        unimplemented!("helper models")
+        // Placeholder until the models module lands: names as written.
+        let _ = (needs_vision, route);
+        Ok(Resolved {
+            model: written.unwrap_or(crate::mcp::defaults::TEXT_BOT).to_string(),
+            via: Via::Name,
+        })
     }
 }

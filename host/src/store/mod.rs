@@ -14,8 +14,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod conversations;
+
+pub use conversations::{ConversationRow, MessageRow};
+
 /// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -187,6 +191,10 @@ impl Store {
             .map_err(|e| fail(path, e))?;
         conn.execute_batch(SCHEMA)
             .map_err(|e| fail(path, format!("cannot write: {e}")))?;
+        if version < 2 {
+            conn.execute_batch(conversations::MIGRATE_TO_2)
+                .map_err(|e| fail(path, format!("cannot upgrade to schema 2: {e}")))?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(|e| fail(path, format!("cannot write: {e}")))?;
         // Files left by an older version may be wider; WAL mode has created
@@ -201,6 +209,22 @@ impl Store {
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+        })
+    }
+
+    /// A private store in memory, for when `state.db` cannot be used:
+    /// conversations still work, until the daemon stops.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|e| fail(&path, e))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(|e| fail(&path, e))?;
+        conn.execute_batch(SCHEMA).map_err(|e| fail(&path, e))?;
+        conn.execute_batch(conversations::MIGRATE_TO_2)
+            .map_err(|e| fail(&path, e))?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path,
         })
     }
 
