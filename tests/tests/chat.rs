@@ -53,7 +53,11 @@ fn assert_usage(answer: &Value) {
     assert!(usage["total_tokens"].as_u64().unwrap_or(0) > 0, "{answer}");
     assert!(usage["input_tokens"].as_u64().is_some(), "{answer}");
     assert!(usage["output_tokens"].as_u64().is_some(), "{answer}");
-    assert!(body(answer)["metadata"]["response_time_ms"].as_u64().is_some());
+    assert!(
+        body(answer)["metadata"]["response_time_ms"]
+            .as_u64()
+            .is_some()
+    );
 }
 
 /// The roles and texts of the messages of the `n`th chat request.
@@ -98,14 +102,21 @@ async fn a_conversation_continues_from_another_session_and_after_a_daemon_kill()
     let id = conversation_id(&first);
     assert_eq!(body(&first)["continuation"]["messageCount"], 2);
     assert_eq!(body(&first)["continuation"]["provider"], "poe-openai");
-    assert!(result_text(&first).contains(&id), "the id is in the text too");
+    assert!(
+        result_text(&first).contains(&id),
+        "the id is in the text too"
+    );
 
     // Another agent continues it; the model sticks.
     let mut codex = session(&env, dir.path(), "codex").await;
     let second = codex
         .call_tool("chat", json!({"prompt": "second", "continuation_id": id}))
         .await;
-    assert_eq!(body(&second)["content"], "Echo from GPT-5: second", "{second}");
+    assert_eq!(
+        body(&second)["content"],
+        "Echo from GPT-5: second",
+        "{second}"
+    );
     assert_eq!(body(&second)["continuation"]["messageCount"], 4);
     assert_usage(&second);
     let requests = fake.chat_requests().await;
@@ -113,7 +124,10 @@ async fn a_conversation_continues_from_another_session_and_after_a_daemon_kill()
         sent_messages(&requests, 1),
         [
             ("user".to_string(), "first".to_string()),
-            ("assistant".to_string(), "Echo from GPT-5: first".to_string()),
+            (
+                "assistant".to_string(),
+                "Echo from GPT-5: first".to_string()
+            ),
             ("user".to_string(), "second".to_string()),
         ]
     );
@@ -128,8 +142,16 @@ async fn a_conversation_continues_from_another_session_and_after_a_daemon_kill()
         )
         .await;
     assert_ne!(env.status().unwrap()["pid"].as_u64().unwrap(), pid);
-    assert_eq!(body(&third)["content"], "Echo from Gemini-2.5-Pro: third", "{third}");
-    assert_eq!(body(&third)["continuation"]["model"], "Gemini-2.5-Pro", "switching is recorded");
+    assert_eq!(
+        body(&third)["content"],
+        "Echo from Gemini-2.5-Pro: third",
+        "{third}"
+    );
+    assert_eq!(
+        body(&third)["continuation"]["model"],
+        "Gemini-2.5-Pro",
+        "switching is recorded"
+    );
     let requests = fake.chat_requests().await;
     let last = sent_messages(&requests, requests.len() - 1);
     assert_eq!(last.len(), 5, "{last:?}");
@@ -182,12 +204,21 @@ async fn files_and_images_reach_the_upstream_in_poes_shapes() {
     assert!(body(&answer)["content"].is_string(), "{answer}");
     assert_usage(&answer);
     let requests = fake.chat_requests().await;
-    let parts = requests[0]["messages"][0]["content"].as_array().unwrap().clone();
+    let parts = requests[0]["messages"][0]["content"]
+        .as_array()
+        .unwrap()
+        .clone();
     let text = parts[0]["text"].as_str().unwrap();
     assert!(text.starts_with("what is in these?"), "{text}");
     assert!(text.contains("notes.txt"), "{text}");
-    assert!(text.contains("1 | alpha") && text.contains("2 | beta"), "{text}");
-    let file = parts.iter().find(|p| p["type"] == "file").expect("a file part");
+    assert!(
+        text.contains("1 | alpha") && text.contains("2 | beta"),
+        "{text}"
+    );
+    let file = parts
+        .iter()
+        .find(|p| p["type"] == "file")
+        .expect("a file part");
     assert_eq!(file["file"]["filename"], "report.pdf");
     assert!(
         file["file"]["file_data"]
@@ -195,7 +226,10 @@ async fn files_and_images_reach_the_upstream_in_poes_shapes() {
             .unwrap()
             .starts_with("data:application/pdf;base64,")
     );
-    let image = parts.iter().find(|p| p["type"] == "image_url").expect("an image part");
+    let image = parts
+        .iter()
+        .find(|p| p["type"] == "image_url")
+        .expect("an image part");
     assert!(
         image["image_url"]["url"]
             .as_str()
@@ -229,9 +263,16 @@ async fn paths_that_leave_the_roots_are_refused_before_any_request() {
                 json!({"prompt": "read", "model": "GPT-5", "files": files, "images": images}),
             )
             .await;
-        assert_eq!(error_code(&answer).as_deref(), Some("PATH_NOT_ALLOWED"), "{answer}");
+        assert_eq!(
+            error_code(&answer).as_deref(),
+            Some("PATH_NOT_ALLOWED"),
+            "{answer}"
+        );
     }
-    assert!(fake.chat_requests().await.is_empty(), "nothing reached the upstream");
+    assert!(
+        fake.chat_requests().await.is_empty(),
+        "nothing reached the upstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -253,13 +294,22 @@ async fn a_tool_call_makes_the_round_trip() {
             json!({"prompt": "weather in Paris?", "model": "fake-tools", "tools": tools, "tool_choice": "auto"}),
         )
         .await;
-    let calls = body(&asked)["tool_calls"].as_array().expect("tool calls").clone();
+    let calls = body(&asked)["tool_calls"]
+        .as_array()
+        .expect("tool calls")
+        .clone();
     assert_eq!(calls.len(), 1, "{asked}");
     assert_eq!(calls[0]["function"]["name"], "get_weather");
     let arguments: Value =
         serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
-    assert_eq!(arguments["echo"], "weather in Paris?", "streamed deltas assembled");
-    assert!(result_text(&asked).contains("get_weather"), "calls are in the text too");
+    assert_eq!(
+        arguments["echo"], "weather in Paris?",
+        "streamed deltas assembled"
+    );
+    assert!(
+        result_text(&asked).contains("get_weather"),
+        "calls are in the text too"
+    );
     let id = conversation_id(&asked);
     let call_id = calls[0]["id"].as_str().unwrap().to_string();
 
@@ -270,7 +320,11 @@ async fn a_tool_call_makes_the_round_trip() {
             json!({"continuation_id": id, "tool_results": [{"tool_call_id": "call_nope", "content": "x"}]}),
         )
         .await;
-    assert_eq!(error_code(&wrong).as_deref(), Some("UNKNOWN_TOOL_CALL"), "{wrong}");
+    assert_eq!(
+        error_code(&wrong).as_deref(),
+        Some("UNKNOWN_TOOL_CALL"),
+        "{wrong}"
+    );
 
     let answered = shim
         .call_tool(
@@ -289,10 +343,16 @@ async fn a_tool_call_makes_the_round_trip() {
     let messages = second["messages"].as_array().unwrap();
     assert_eq!(messages[1]["role"], "assistant");
     assert_eq!(messages[1]["tool_calls"][0]["id"], call_id.as_str());
-    assert_eq!(messages[1]["tool_calls"][0]["function"]["name"], "get_weather");
+    assert_eq!(
+        messages[1]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
     assert_eq!(messages[2]["role"], "tool");
     assert_eq!(messages[2]["tool_call_id"], call_id.as_str());
-    assert_eq!(second["tools"][0]["function"]["name"], "get_weather", "tools are kept");
+    assert_eq!(
+        second["tools"][0]["function"]["name"], "get_weather",
+        "tools are kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -301,7 +361,10 @@ async fn export_writes_converses_layout() {
     let dir = tempfile::tempdir().unwrap();
     let mut shim = session(&env, dir.path(), "export").await;
     let first = shim
-        .call_tool("chat", json!({"prompt": "one", "model": "GPT-5", "export": true}))
+        .call_tool(
+            "chat",
+            json!({"prompt": "one", "model": "GPT-5", "export": true}),
+        )
         .await;
     let id = conversation_id(&first);
     let second = shim
@@ -310,7 +373,10 @@ async fn export_writes_converses_layout() {
             json!({"prompt": "two", "continuation_id": id, "export": true}),
         )
         .await;
-    let folder = body(&second)["metadata"]["export_path"].as_str().unwrap().to_string();
+    let folder = body(&second)["metadata"]["export_path"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(Path::new(&folder), env.home().join("exports").join(&id));
     let mut names: Vec<String> = std::fs::read_dir(&folder)
         .unwrap()
@@ -319,15 +385,22 @@ async fn export_writes_converses_layout() {
     names.sort();
     assert_eq!(
         names,
-        ["1_request.txt", "1_response.txt", "2_request.txt", "2_response.txt", "metadata.json"]
+        [
+            "1_request.txt",
+            "1_response.txt",
+            "2_request.txt",
+            "2_response.txt",
+            "metadata.json"
+        ]
     );
     assert_eq!(
         std::fs::read_to_string(Path::new(&folder).join("2_request.txt")).unwrap(),
         "two\n"
     );
-    let metadata: Value =
-        serde_json::from_str(&std::fs::read_to_string(Path::new(&folder).join("metadata.json")).unwrap())
-            .unwrap();
+    let metadata: Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&folder).join("metadata.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(metadata["continuation_id"], id.as_str());
     assert_eq!(metadata["messageCount"], 4);
 }
@@ -338,9 +411,15 @@ async fn async_chat_is_followed_by_its_conversation_id() {
     let dir = tempfile::tempdir().unwrap();
     let mut shim = session(&env, dir.path(), "async").await;
     let started = shim
-        .call_tool("chat", json!({"prompt": "later", "model": "GPT-5", "async": true}))
+        .call_tool(
+            "chat",
+            json!({"prompt": "later", "model": "GPT-5", "async": true}),
+        )
         .await;
-    let id = body(&started)["continuation_id"].as_str().unwrap().to_string();
+    let id = body(&started)["continuation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(id.starts_with("conv_"), "{started}");
     let done = loop {
         let status = shim
@@ -352,9 +431,19 @@ async fn async_chat_is_followed_by_its_conversation_id() {
         tokio::task::yield_now().await;
     };
     assert_eq!(body(&done)["status"], "completed", "{done}");
-    assert!(body(&done)["result"].as_str().unwrap().contains("Echo from GPT-5: later"));
+    assert!(
+        body(&done)["result"]
+            .as_str()
+            .unwrap()
+            .contains("Echo from GPT-5: later")
+    );
     assert_eq!(body(&done)["continuation"]["id"], id.as_str());
-    assert!(body(&done)["metadata"]["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    assert!(
+        body(&done)["metadata"]["usage"]["total_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -368,23 +457,59 @@ async fn bad_input_gets_a_stable_code_and_sends_nothing() {
     let mut shim = session(&env, dir.path(), "bad").await;
     let unknown = format!("conv_{}", "0".repeat(32));
     let cases = [
-        (json!({"prompt": "x", "continuation_id": unknown}), "CONVERSATION_NOT_FOUND"),
-        (json!({"prompt": "x", "continuation_id": "job_123"}), "CONVERSATION_NOT_FOUND"),
+        (
+            json!({"prompt": "x", "continuation_id": unknown}),
+            "CONVERSATION_NOT_FOUND",
+        ),
+        (
+            json!({"prompt": "x", "continuation_id": "job_123"}),
+            "CONVERSATION_NOT_FOUND",
+        ),
         (json!({"prompt": "x", "temperature": 3}), "INVALID_ARGUMENT"),
         (json!({"prompt": "x", "stop": ["   "]}), "INVALID_ARGUMENT"),
-        (json!({"prompt": "x", "reasoning_effort": "maximal"}), "INVALID_ARGUMENT"),
+        (
+            json!({"prompt": "x", "reasoning_effort": "maximal"}),
+            "INVALID_ARGUMENT",
+        ),
         (json!({"prompt": "x", "colour": "red"}), "INVALID_ARGUMENT"),
         (json!({"prompt": ""}), "INVALID_ARGUMENT"),
-        (json!({"prompt": "x", "tools": [{"type": "function", "function": {}}]}), "INVALID_TOOLS"),
-        (json!({"prompt": "x", "tool_choice": "auto"}), "INVALID_TOOLS"),
-        (json!({"tool_results": [{"tool_call_id": "c1", "content": "x"}]}), "UNKNOWN_TOOL_CALL"),
-        (json!({"prompt": "x", "files": ["missing.txt"]}), "FILE_NOT_FOUND"),
-        (json!({"prompt": "x", "files": ["blob.bin"]}), "UNSUPPORTED_FILE"),
-        (json!({"prompt": "x", "files": ["big.txt"]}), "FILE_TOO_LARGE"),
+        (
+            json!({"prompt": "x", "tools": [{"type": "function", "function": {}}]}),
+            "INVALID_TOOLS",
+        ),
+        (
+            json!({"prompt": "x", "tool_choice": "auto"}),
+            "INVALID_TOOLS",
+        ),
+        (
+            json!({"tool_results": [{"tool_call_id": "c1", "content": "x"}]}),
+            "UNKNOWN_TOOL_CALL",
+        ),
+        (
+            json!({"prompt": "x", "files": ["missing.txt"]}),
+            "FILE_NOT_FOUND",
+        ),
+        (
+            json!({"prompt": "x", "files": ["blob.bin"]}),
+            "UNSUPPORTED_FILE",
+        ),
+        (
+            json!({"prompt": "x", "files": ["big.txt"]}),
+            "FILE_TOO_LARGE",
+        ),
         (json!({"prompt": "x", "files": ["."]}), "UNSUPPORTED_FILE"),
-        (json!({"prompt": "x", "images": ["text.txt"]}), "INVALID_IMAGE"),
-        (json!({"prompt": "x", "images": ["data:image/png;base64,@@@"]}), "INVALID_IMAGE"),
-        (json!({"prompt": "x", "model": "codex", "files": ["doc.pdf"]}), "UNSUPPORTED_ATTACHMENT"),
+        (
+            json!({"prompt": "x", "images": ["text.txt"]}),
+            "INVALID_IMAGE",
+        ),
+        (
+            json!({"prompt": "x", "images": ["data:image/png;base64,@@@"]}),
+            "INVALID_IMAGE",
+        ),
+        (
+            json!({"prompt": "x", "model": "codex", "files": ["doc.pdf"]}),
+            "UNSUPPORTED_ATTACHMENT",
+        ),
     ];
     for (arguments, code) in cases {
         let mut arguments = arguments;
@@ -392,9 +517,19 @@ async fn bad_input_gets_a_stable_code_and_sends_nothing() {
             arguments["model"] = json!("GPT-5");
         }
         let answer = shim.call_tool("chat", arguments.clone()).await;
-        assert_eq!(error_code(&answer).as_deref(), Some(code), "{arguments} -> {answer}");
+        assert_eq!(
+            error_code(&answer).as_deref(),
+            Some(code),
+            "{arguments} -> {answer}"
+        );
         let message = result_text(&answer);
-        assert!(message.len() > code.len() + 10, "a useful message: {message}");
+        assert!(
+            message.len() > code.len() + 10,
+            "a useful message: {message}"
+        );
     }
-    assert!(fake.chat_requests().await.is_empty(), "nothing reached the upstream");
+    assert!(
+        fake.chat_requests().await.is_empty(),
+        "nothing reached the upstream"
+    );
 }

@@ -290,7 +290,12 @@ async fn chat_turns(env: &TestEnv, base_url: &str, history: usize, calls: usize)
         }
         let answer = session.call_tool("chat", arguments).await;
         let body = &answer["result"]["structuredContent"];
-        id = Some(body["continuation"]["id"].as_str().expect("continuation").to_string());
+        id = Some(
+            body["continuation"]["id"]
+                .as_str()
+                .expect("continuation")
+                .to_string(),
+        );
         messages.push(json!({"role": "user", "content": line}));
         messages.push(json!({"role": "assistant", "content": body["content"]}));
     }
@@ -325,7 +330,10 @@ async fn chat_turns(env: &TestEnv, base_url: &str, history: usize, calls: usize)
         )
         .await;
         let content = answer["result"]["structuredContent"]["content"].clone();
-        assert!(content.as_str().is_some_and(|c| c.contains(&prompt)), "{answer}");
+        assert!(
+            content.as_str().is_some_and(|c| c.contains(&prompt)),
+            "{answer}"
+        );
         messages.push(sent.pop().expect("the user message"));
         messages.push(json!({"role": "assistant", "content": content}));
         if i >= 5 {

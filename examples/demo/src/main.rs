@@ -97,6 +97,42 @@ async fn main() {
     let mut second = env.shim().await;
     second.initialize("second-agent").await;
 
+    println!("\n-> agent 1 starts a conversation with chat, attaching a file");
+    let files = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        files.path().join("plan.md"),
+        "1. one daemon\n2. many agents\n3. shared limits\n",
+    )
+    .expect("write demo file");
+    let first = agent
+        .call_tool(
+            "chat",
+            json!({
+                "prompt": "Which step of this plan matters most?",
+                "model": text_bot,
+                "files": [files.path().join("plan.md")],
+            }),
+        )
+        .await;
+    let chat = &first["result"]["structuredContent"];
+    let conversation = chat["continuation"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!("<- {}", chat["content"]);
+    show("   continuation", &chat["continuation"]);
+    show("   metadata", &chat["metadata"]);
+    println!("-> agent 2 continues the same conversation (continuation_id {conversation})");
+    let next = second
+        .call_tool(
+            "chat",
+            json!({"prompt": "And which one is second?", "continuation_id": conversation}),
+        )
+        .await;
+    let chat = &next["result"]["structuredContent"];
+    println!("<- {}", chat["content"]);
+    show("   continuation", &chat["continuation"]);
+
     println!("\n-> agent 1 starts a job in the background (async: true)");
     let started = agent
         .call_tool(

@@ -104,28 +104,35 @@ impl Sampling {
     pub fn apply(&self, options: &mut Options) -> Result<(), Refusal> {
         if let Some(t) = self.temperature {
             if !(t.is_finite() && (0.0..=2.0).contains(&t)) {
-                return Err(invalid(format!("temperature must be between 0 and 2, got {t}")));
+                return Err(invalid(format!(
+                    "temperature must be between 0 and 2, got {t}"
+                )));
             }
             options.temperature = Some(t);
         }
         if let Some(p) = self.top_p {
             if !(p.is_finite() && p > 0.0 && p <= 1.0) {
-                return Err(invalid(format!("top_p must be more than 0 and at most 1, got {p}")));
+                return Err(invalid(format!(
+                    "top_p must be more than 0 and at most 1, got {p}"
+                )));
             }
             options.top_p = Some(p);
         }
         if let Some(n) = self.max_tokens {
-            let n = u32::try_from(n)
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| invalid(format!("max_tokens must be between 1 and {}, got {n}", u32::MAX)))?;
+            let n = u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+                invalid(format!(
+                    "max_tokens must be between 1 and {}, got {n}",
+                    u32::MAX
+                ))
+            })?;
             options.max_tokens = Some(n);
         }
         if let Some(stop) = &self.stop {
             options.stop = stop_sequences(stop)?;
         }
         if let Some(effort) = &self.reasoning_effort {
-            options.reasoning_effort = Some(one_of("reasoning_effort", effort, &REASONING_EFFORTS)?);
+            options.reasoning_effort =
+                Some(one_of("reasoning_effort", effort, &REASONING_EFFORTS)?);
         }
         if let Some(verbosity) = &self.verbosity {
             options.verbosity = Some(one_of("verbosity", verbosity, &VERBOSITIES)?);
@@ -159,7 +166,11 @@ fn stop_sequences(stop: &Value) -> Result<Vec<String>, Refusal> {
                     .ok_or_else(|| invalid(format!("stop must hold strings, got {v}")))
             })
             .collect::<Result<_, _>>()?,
-        other => return Err(invalid(format!("stop must be a string or a list of strings, got {other}"))),
+        other => {
+            return Err(invalid(format!(
+                "stop must be a string or a list of strings, got {other}"
+            )));
+        }
     };
     if list.len() > MAX_STOP {
         return Err(invalid(format!(
@@ -185,14 +196,22 @@ fn valid_function_name(name: &str) -> bool {
 
 /// Checks `tools` (OpenAI's function tool list) and `tool_choice`, and
 /// returns the tool names.
-pub fn check_tools(tools: Option<&Value>, tool_choice: Option<&Value>) -> Result<Vec<String>, Refusal> {
+pub fn check_tools(
+    tools: Option<&Value>,
+    tool_choice: Option<&Value>,
+) -> Result<Vec<String>, Refusal> {
     let mut names = Vec::new();
     if let Some(tools) = tools {
-        let list = tools
-            .as_array()
-            .ok_or_else(|| bad_tools("tools must be a list of {\"type\": \"function\", \"function\": {...}} objects"))?;
+        let list = tools.as_array().ok_or_else(|| {
+            bad_tools(
+                "tools must be a list of {\"type\": \"function\", \"function\": {...}} objects",
+            )
+        })?;
         if list.len() > MAX_TOOLS {
-            return Err(bad_tools(format!("at most {MAX_TOOLS} tools, got {}", list.len())));
+            return Err(bad_tools(format!(
+                "at most {MAX_TOOLS} tools, got {}",
+                list.len()
+            )));
         }
         let mut seen = HashSet::new();
         for (i, tool) in list.iter().enumerate() {
@@ -219,11 +238,13 @@ pub fn check_tools(tools: Option<&Value>, tool_choice: Option<&Value>) -> Result
             if let Some(d) = function.get("description")
                 && !d.is_string()
             {
-                return Err(bad_tools(format!("{at}.function.description must be a string")));
+                return Err(bad_tools(format!(
+                    "{at}.function.description must be a string"
+                )));
             }
             if let Some(params) = function.get("parameters") {
-                let is_object_schema = params.is_object()
-                    && params.get("type").is_none_or(|t| t == "object");
+                let is_object_schema =
+                    params.is_object() && params.get("type").is_none_or(|t| t == "object");
                 if !is_object_schema {
                     return Err(bad_tools(format!(
                         "{at}.function.parameters must be a JSON Schema object with \"type\": \"object\""
@@ -249,7 +270,9 @@ pub fn check_tools(tools: Option<&Value>, tool_choice: Option<&Value>) -> Result
                         bad_tools("tool_choice must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}")
                     })?;
                 if !names.iter().any(|n| n == name) {
-                    return Err(bad_tools(format!("tool_choice names {name:?}, which is not among the tools")));
+                    return Err(bad_tools(format!(
+                        "tool_choice names {name:?}, which is not among the tools"
+                    )));
                 }
             }
             other => {
@@ -286,7 +309,10 @@ pub fn check_tool_results(results: &[ToolResult], pending: &[String]) -> Result<
             }));
         }
         if !answered.insert(r.tool_call_id.as_str()) {
-            return Err(unknown(format!("tool_results answer {:?} twice", r.tool_call_id)));
+            return Err(unknown(format!(
+                "tool_results answer {:?} twice",
+                r.tool_call_id
+            )));
         }
     }
     if !results.is_empty() {
@@ -318,8 +344,10 @@ mod tests {
 
     #[test]
     fn ranges_are_checked() {
-        let o = sampling(json!({"temperature": 2.0, "top_p": 0.5, "max_tokens": 10, "stop": "END",
-            "reasoning_effort": "High", "verbosity": "low"}))
+        let o = sampling(
+            json!({"temperature": 2.0, "top_p": 0.5, "max_tokens": 10, "stop": "END",
+            "reasoning_effort": "High", "verbosity": "low"}),
+        )
         .unwrap();
         assert_eq!(o.temperature, Some(2.0));
         assert_eq!(o.stop, ["END"]);
@@ -350,19 +378,32 @@ mod tests {
     fn tools_and_tool_choice_are_checked() {
         let tools = json!([tool("get_weather"), tool("search")]);
         assert_eq!(
-            check_tools(Some(&tools), Some(&json!({"type": "function", "function": {"name": "search"}}))).unwrap(),
+            check_tools(
+                Some(&tools),
+                Some(&json!({"type": "function", "function": {"name": "search"}}))
+            )
+            .unwrap(),
             ["get_weather", "search"]
         );
         assert!(check_tools(Some(&tools), Some(&json!("required"))).is_ok());
         for (tools, choice) in [
             (json!({"name": "x"}), None),
             (json!([{"type": "function"}]), None),
-            (json!([{"type": "retrieval", "function": {"name": "x"}}]), None),
+            (
+                json!([{"type": "retrieval", "function": {"name": "x"}}]),
+                None,
+            ),
             (json!([tool("has space")]), None),
             (json!([tool("a"), tool("a")]), None),
-            (json!([{"type": "function", "function": {"name": "a", "parameters": "x"}}]), None),
+            (
+                json!([{"type": "function", "function": {"name": "a", "parameters": "x"}}]),
+                None,
+            ),
             (json!([tool("a")]), Some(json!("sometimes"))),
-            (json!([tool("a")]), Some(json!({"type": "function", "function": {"name": "b"}}))),
+            (
+                json!([tool("a")]),
+                Some(json!({"type": "function", "function": {"name": "b"}})),
+            ),
         ] {
             let err = check_tools(Some(&tools), choice.as_ref()).unwrap_err();
             assert_eq!(err.code, Code::InvalidTools, "{tools} {choice:?}");
@@ -386,7 +427,9 @@ mod tests {
             Code::UnknownToolCall
         );
         assert_eq!(
-            check_tool_results(&[r("c1"), r("c1")], &pending).unwrap_err().code,
+            check_tool_results(&[r("c1"), r("c1")], &pending)
+                .unwrap_err()
+                .code,
             Code::UnknownToolCall
         );
         assert_eq!(

@@ -22,9 +22,8 @@ pub const ID_PREFIX: &str = "conv_";
 /// Whether `id` is shaped like a conversation id (and so safe as a
 /// directory name).
 pub fn is_conversation_id(id: &str) -> bool {
-    id.strip_prefix(ID_PREFIX).is_some_and(|rest| {
-        rest.len() == 32 && rest.chars().all(|c| c.is_ascii_hexdigit())
-    })
+    id.strip_prefix(ID_PREFIX)
+        .is_some_and(|rest| rest.len() == 32 && rest.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Every conversation of the daemon.
@@ -124,9 +123,12 @@ impl Conversations {
             created_ms: now,
             updated_ms: now,
         };
-        self.store
-            .create_conversation(&row)
-            .map_err(|e| refusal(Code::InternalError, format!("cannot store the conversation: {e}")))?;
+        self.store.create_conversation(&row).map_err(|e| {
+            refusal(
+                Code::InternalError,
+                format!("cannot store the conversation: {e}"),
+            )
+        })?;
         let slot = self.claim(&row.id).expect("a new conversation is free");
         Ok((row, slot))
     }
@@ -134,7 +136,11 @@ impl Conversations {
     /// Conversation `id` with its messages, if `owner` may continue it.
     /// Another key's conversation is reported as unknown, so ids reveal
     /// nothing across keys.
-    pub fn load(&self, id: &str, owner: &str) -> Result<(ConversationRow, Vec<MessageRow>), Refusal> {
+    pub fn load(
+        &self,
+        id: &str,
+        owner: &str,
+    ) -> Result<(ConversationRow, Vec<MessageRow>), Refusal> {
         let not_found = || {
             refusal(
                 Code::ConversationNotFound,
@@ -150,7 +156,12 @@ impl Conversations {
         let row = self
             .store
             .conversation(id)
-            .map_err(|e| refusal(Code::InternalError, format!("cannot read the conversation: {e}")))?
+            .map_err(|e| {
+                refusal(
+                    Code::InternalError,
+                    format!("cannot read the conversation: {e}"),
+                )
+            })?
             .ok_or_else(not_found)?;
         if row.owner != owner {
             return Err(not_found());
@@ -166,10 +177,12 @@ impl Conversations {
                 ),
             ));
         }
-        let messages = self
-            .store
-            .messages(id)
-            .map_err(|e| refusal(Code::InternalError, format!("cannot read the conversation: {e}")))?;
+        let messages = self.store.messages(id).map_err(|e| {
+            refusal(
+                Code::InternalError,
+                format!("cannot read the conversation: {e}"),
+            )
+        })?;
         Ok((row, messages))
     }
 
@@ -274,8 +287,16 @@ mod tests {
 
     #[test]
     fn ids_are_checked_before_any_lookup() {
-        assert!(is_conversation_id(&format!("{ID_PREFIX}{}", "a".repeat(32))));
-        for bad in ["conv_../../x", "job_123", "conv_", &format!("conv_{}", "g".repeat(32))] {
+        assert!(is_conversation_id(&format!(
+            "{ID_PREFIX}{}",
+            "a".repeat(32)
+        )));
+        for bad in [
+            "conv_../../x",
+            "job_123",
+            "conv_",
+            &format!("conv_{}", "g".repeat(32)),
+        ] {
             assert!(!is_conversation_id(bad), "{bad}");
         }
     }
@@ -293,7 +314,9 @@ mod tests {
         assert!(c.load(&row.id, "key-a").is_ok());
         let other = c.load(&row.id, "key-b").unwrap_err();
         assert_eq!(other.code, Code::ConversationNotFound);
-        let unknown = c.load(&format!("conv_{}", "0".repeat(32)), "key-a").unwrap_err();
+        let unknown = c
+            .load(&format!("conv_{}", "0".repeat(32)), "key-a")
+            .unwrap_err();
         assert_eq!(unknown.code, Code::ConversationNotFound);
     }
 

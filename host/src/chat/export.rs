@@ -210,9 +210,18 @@ mod tests {
         names.sort();
         assert_eq!(
             names,
-            ["1_request.txt", "1_response.txt", "2_request.txt", "2_response.txt", "metadata.json"]
+            [
+                "1_request.txt",
+                "1_response.txt",
+                "2_request.txt",
+                "2_response.txt",
+                "metadata.json"
+            ]
         );
-        assert_eq!(std::fs::read_to_string(folder.join("2_response.txt")).unwrap(), "sure\n");
+        assert_eq!(
+            std::fs::read_to_string(folder.join("2_response.txt")).unwrap(),
+            "sure\n"
+        );
         let meta: Value =
             serde_json::from_str(&std::fs::read_to_string(folder.join("metadata.json")).unwrap())
                 .unwrap();

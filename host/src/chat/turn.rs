@@ -194,7 +194,13 @@ pub fn prepare(
     let number = existing.as_ref().map_or(0, |(row, _)| row.turns) + 1;
     let mut sent = Vec::new();
     for result in &args.tool_results {
-        let mut m = row(Role::Tool, result.text(), number, &resolved.model, &provider);
+        let mut m = row(
+            Role::Tool,
+            result.text(),
+            number,
+            &resolved.model,
+            &provider,
+        );
         m.tool_call_id = Some(result.tool_call_id.clone());
         sent.push(m);
     }
@@ -268,10 +274,12 @@ pub fn prepare(
     }
 
     // Tools: as given, else the conversation's.
-    let tools = args
-        .tools
-        .clone()
-        .or_else(|| conversation.tools.as_deref().and_then(|t| serde_json::from_str(t).ok()));
+    let tools = args.tools.clone().or_else(|| {
+        conversation
+            .tools
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+    });
     options.tools = tools.clone();
     let declared = &plugin.manifest.options;
     let ignored: Vec<&'static str> = if declared.is_empty() {
@@ -340,7 +348,12 @@ impl Turn {
     /// Stores the answered turn, exports it when asked, and builds the
     /// result. A turn that cannot be stored still returns its answer, with
     /// a warning: the answer is never lost for a bookkeeping failure.
-    pub async fn finish(self, daemon: Arc<DaemonState>, job: Arc<Job>, response: Response) -> CallToolResult {
+    pub async fn finish(
+        self,
+        daemon: Arc<DaemonState>,
+        job: Arc<Job>,
+        response: Response,
+    ) -> CallToolResult {
         let elapsed_ms = job.started.elapsed().as_millis() as u64;
         let usage = response.usage.clone().unwrap_or_default();
         let mut answer = row(

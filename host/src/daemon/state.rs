@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::chat::Conversations;
 use crate::config::credentials::fingerprint;
 use crate::config::{Paths, Settings};
 use crate::ipc::Hello;
 use crate::ipc::status::{JobCounts, SessionStatus, Status};
-use crate::chat::Conversations;
 use crate::jobs::Jobs;
-use crate::models::Models;
 use crate::limits::Limits;
+use crate::models::Models;
 use crate::plugins::Registry;
 
 /// The daemon's shared state.

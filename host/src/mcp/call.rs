@@ -90,8 +90,9 @@ async fn stopped(job: &Job) -> Stop {
 /// Turns a plugin's answer into the job's result, for tools whose result
 /// is more than the answer (`chat` stores its turn first). Dropped unused
 /// when the call fails.
-pub type Finish =
-    Box<dyn FnOnce(Response, Arc<Job>) -> futures::future::BoxFuture<'static, CallToolResult> + Send>;
+pub type Finish = Box<
+    dyn FnOnce(Response, Arc<Job>) -> futures::future::BoxFuture<'static, CallToolResult> + Send,
+>;
 
 /// Runs `request` as `job` to the end and records the outcome in the job
 /// table; `finish` shapes a successful answer (default: [`success`]).

@@ -113,7 +113,10 @@ fn job_body(daemon: &DaemonState, snapshot: &Snapshot, full_history: bool, offse
     }
     if snapshot.status.is_finished() {
         daemon.jobs.mark_delivered(&snapshot.id);
-        if let Some(structured) = snapshot.result.as_ref().and_then(|r| r.structured_content.as_ref())
+        if let Some(structured) = snapshot
+            .result
+            .as_ref()
+            .and_then(|r| r.structured_content.as_ref())
             && structured.get("continuation").is_some()
         {
             // A chat turn: its usage, tool calls and continuation.
@@ -192,7 +195,11 @@ fn conversation_status(
             if !attachments.is_empty() {
                 entry["attachments"] = json!(attachments);
             }
-            if let Some(calls) = m.tool_calls.as_deref().and_then(|j| serde_json::from_str::<Value>(j).ok()) {
+            if let Some(calls) = m
+                .tool_calls
+                .as_deref()
+                .and_then(|j| serde_json::from_str::<Value>(j).ok())
+            {
                 entry["tool_calls"] = calls;
             }
             if let Some(call) = &m.tool_call_id {

@@ -26,12 +26,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::chat;
+use crate::chat::args::ChatArgs;
 use crate::daemon::state::{DaemonState, SessionInfo};
 use crate::jobs::{Existing, Job, Waiter, request_hash};
 use errors::{Code, tool_error};
 use progress::Progress;
-use crate::chat;
-use crate::chat::args::ChatArgs;
 use tools::{BotResponseArgs, CancelJobArgs, CheckStatusArgs, GenerateArgs, ListModelsArgs, names};
 
 /// The MCP server of one session.
@@ -484,9 +484,11 @@ impl ServerHandler for PoeServer {
         )
         .with_server_info(implementation)
         .with_instructions(
-            "Reach Poe bots and models: get_bot_response for text, generate_image / \
-             generate_video / generate_audio for media. Long calls can run in the background \
-             (async: true); check_status and cancel_job work from any session.",
+            "Reach Poe bots and models: chat for conversations (continue them with \
+             continuation_id from any session; files, images and function calling), \
+             get_bot_response for a one-off text answer, generate_image / generate_video / \
+             generate_audio for media, list_models for names and aliases. Long calls can run \
+             in the background (async: true); check_status and cancel_job work from any session.",
         )
     }
 

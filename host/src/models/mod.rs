@@ -72,7 +72,9 @@ impl Models {
         // Placeholder until the models module lands: names as written.
         let _ = (needs_vision, route);
         Ok(Resolved {
-            model: written.unwrap_or(crate::mcp::defaults::TEXT_BOT).to_string(),
+            model: written
+                .unwrap_or(crate::mcp::defaults::TEXT_BOT)
+                .to_string(),
             via: Via::Name,
         })
     }

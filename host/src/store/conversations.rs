@@ -257,7 +257,10 @@ mod tests {
             c.provider = Some("poe-openai".into());
             c.thread = Some("t1".into());
             store
-                .append_turn(&c, &[message("user", "hi", 1), message("assistant", "hello", 1)])
+                .append_turn(
+                    &c,
+                    &[message("user", "hi", 1), message("assistant", "hello", 1)],
+                )
                 .unwrap();
         }
         let store = Store::open(&path).unwrap();
@@ -266,7 +269,10 @@ mod tests {
         assert_eq!(c.thread.as_deref(), Some("t1"));
         let messages = store.messages("conv_a").unwrap();
         assert_eq!(
-            messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+            messages
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>(),
             ["hi", "hello"]
         );
         assert!(store.conversation("conv_b").unwrap().is_none());
