@@ -27,6 +27,7 @@ async fn lists_the_tools_with_strict_schemas() {
             "generate_image",
             "generate_video",
             "generate_audio",
+            "chat",
             "check_status",
             "cancel_job",
             "list_models"

@@ -303,7 +303,6 @@ pub fn all() -> Vec<Tool> {
     bot_properties.extend(own);
     bot_properties.extend(sampling_properties());
     vec![
-        chat_tool(),
         tool(
             names::GET_BOT_RESPONSE,
             "Ask a Poe bot",
@@ -338,6 +337,7 @@ pub fn all() -> Vec<Tool> {
             "audio (speech, music or sound)",
             defaults::AUDIO_BOT,
         ),
+        chat_tool(),
         job_tool(
             names::CHECK_STATUS,
             "Check a job",
