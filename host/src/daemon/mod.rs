@@ -105,16 +105,16 @@ pub async fn run(paths: Paths, options: Options) -> Result<(), StartError> {
         paths.models_cache(),
     ));
     let models = crate::models::Models::load(&config_file, catalog);
-    let daemon = Arc::new(DaemonState::new(
-        paths.clone(),
-        Settings::load(&config_file),
+    let daemon = Arc::new(DaemonState::new(state::Parts {
+        paths: paths.clone(),
+        settings: Settings::load(&config_file),
         models,
         registry,
         jobs,
-        Limits::new(config_file.limits),
-        options.idle_timeout,
+        limits: Limits::new(config_file.limits),
+        idle_timeout: options.idle_timeout,
         config_error,
-    ));
+    }));
 
     // Hot reload; the watcher stops when dropped at the end of `run`.
     let _watcher = match crate::plugins::watcher::spawn(daemon.registry.clone()) {

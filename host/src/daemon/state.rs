@@ -84,18 +84,33 @@ impl Drop for JobGuard<'_> {
     }
 }
 
+/// What [`DaemonState::new`] is built from.
+pub struct Parts {
+    pub paths: Paths,
+    pub settings: Settings,
+    pub models: Models,
+    pub registry: Arc<Registry>,
+    pub jobs: Jobs,
+    pub limits: Limits,
+    /// Exit after this long without sessions or calls.
+    pub idle_timeout: Option<Duration>,
+    /// Why config.toml was ignored, for `status`.
+    pub config_error: Option<String>,
+}
+
 impl DaemonState {
     /// Fresh state around a loaded registry and an opened job table.
-    pub fn new(
-        paths: Paths,
-        settings: Settings,
-        models: Models,
-        registry: Arc<Registry>,
-        jobs: Jobs,
-        limits: Limits,
-        idle_timeout: Option<Duration>,
-        config_error: Option<String>,
-    ) -> Self {
+    pub fn new(parts: Parts) -> Self {
+        let Parts {
+            paths,
+            settings,
+            models,
+            registry,
+            jobs,
+            limits,
+            idle_timeout,
+            config_error,
+        } = parts;
         Self {
             paths,
             conversations: Conversations::new(jobs.store(), settings.chat.retention),
