@@ -215,7 +215,7 @@ pub fn prepare(
                     content.push_str(&block);
                     names.push(path);
                 }
-                FileInput::Pdf(a) => {
+                FileInput::Attached(a) => {
                     names.push(a.name.clone().unwrap_or_default());
                     attachments.push(a);
                 }
