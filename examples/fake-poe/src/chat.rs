@@ -6,6 +6,7 @@
 //! | `fake-401`, `fake-402`, `fake-404`, `fake-429`, `fake-500` | that status with Poe's error body |
 //! | `fake-garbage` | 200 `text/event-stream` whose data line is not JSON |
 //! | `fake-slow` | the ordinary echo, delayed by 30 s (cancellation tests) |
+//! | any, when the last message has role `tool` | `Tool <tool_call_id> returned: <content>` |
 //! | contains `tool` | a call of the first tool in `tools`, arguments `{"echo": <last user message>}` |
 //! | contains `banana` or `image` | a markdown image plus the bare URL (`/files/<n>.png`) |
 //! | starts with `elevenlabs` or contains `audio` | only the bare URL (`/files/<n>.mp3`) |
@@ -86,7 +87,11 @@ impl Respond for ChatResponder {
         let prompt = last_user_message(&body);
 
         let mut delay = None;
+        let tool_answer = last_tool_answer(&body);
         let answer = match lower.as_str() {
+            _ if let Some((id, content)) = tool_answer => {
+                Answer::Text(format!("Tool {id} returned: {content}"))
+            }
             "fake-401" => return wire::error(401),
             "fake-402" => return wire::error(402),
             "fake-404" => return wire::error(404),
@@ -146,6 +151,17 @@ impl Respond for ChatResponder {
 
 /// Text of the last `user` message; content may be a string or OpenAI
 /// content parts (text parts are joined with spaces).
+/// `(tool_call_id, content)` when the conversation ends with a tool's answer.
+fn last_tool_answer(body: &Value) -> Option<(String, String)> {
+    let last = body.get("messages")?.as_array()?.last()?;
+    if last.get("role")?.as_str()? != "tool" {
+        return None;
+    }
+    let id = last.get("tool_call_id")?.as_str()?.to_string();
+    let content = last.get("content")?.as_str()?.to_string();
+    Some((id, content))
+}
+
 pub(crate) fn last_user_message(body: &Value) -> String {
     let Some(messages) = body.get("messages").and_then(Value::as_array) else {
         return String::new();

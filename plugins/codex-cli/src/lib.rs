@@ -66,8 +66,11 @@ impl Provider for CodexCli {
                 "CODEX_HOME".into(),
             ],
             plugin_api_version: String::new(),
-            options: vec![],
-            attachments: vec![],
+            // What `codex exec` takes: `-c model_reasoning_effort=…`; the
+            // model comes from the route.
+            options: vec!["reasoning_effort".into()],
+            // `--image` files; codex has no flag for documents.
+            attachments: vec![poe_plugin_api::attachment_kind::IMAGE.into()],
         }
     }
 

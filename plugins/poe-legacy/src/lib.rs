@@ -27,7 +27,7 @@ use std::time::Duration;
 use poe_plugin_api::cancel::PluginRuntime;
 use poe_plugin_api::{
     Capability, Config, ErrorKind, Manifest, PluginError, Provider, RateLimit, Request, Response,
-    Sink, export_provider,
+    Sink, attachment_kind, export_provider,
 };
 use reqwest::Url;
 
@@ -143,8 +143,10 @@ impl Provider for PoeLegacy {
                 BOTS_ENV.into(),
             ],
             plugin_api_version: String::new(),
-            options: vec![],
-            attachments: vec![],
+            // What fastapi_poe's QueryRequest carries.
+            options: vec!["temperature".into(), "stop".into(), "tools".into()],
+            // Uploaded to Poe's file service, then attached to the message.
+            attachments: vec![attachment_kind::IMAGE.into(), attachment_kind::PDF.into()],
         }
     }
 

@@ -6,6 +6,12 @@
 //! `temperature`, `skip_system_prompt`, `logit_bias`, `stop_sequences`,
 //! `adopt_current_bot_name`, and `tools` only when given.
 //!
+//! A function-calling round ends the conversation with the bot's message
+//! that asked for tools and the `tool` answers after it. fastapi_poe sends
+//! that round as the query-level `tool_calls` and `tool_results` (its
+//! `ToolCallDefinition` / `ToolResultDefinition` dumps) beside the query
+//! that led to it, so those messages leave the `query` list and go there.
+//!
 //! Pydantic's `model_dump()` includes every field with its default, so the
 //! defaults are sent too: a bot server written against fastapi_poe sees
 //! exactly the shape it would get from the Python client.
@@ -116,9 +122,12 @@ pub(crate) fn build_body(
             }
         }
     }
-    let last_user = request.messages.iter().rposition(|m| m.role == Role::User);
-    let query: Vec<Value> = request
-        .messages
+    let (sent, tool_calls, tool_results) = match tool_round(&request.messages) {
+        Some((split, calls, results)) => (&request.messages[..split], calls, results),
+        None => (&request.messages[..], Value::Null, Value::Null),
+    };
+    let last_user = sent.iter().rposition(|m| m.role == Role::User);
+    let query: Vec<Value> = sent
         .iter()
         .enumerate()
         .map(|(i, message)| {
@@ -157,8 +166,8 @@ pub(crate) fn build_body(
         "bot_query_id": "",
         "users": [],
         "tools": null,
-        "tool_calls": null,
-        "tool_results": null,
+        "tool_calls": tool_calls,
+        "tool_results": tool_results,
         "query_creation_time": null,
         "extra_params": null,
     });
@@ -168,6 +177,46 @@ pub(crate) fn build_body(
         body["tools"] = tools.clone();
     }
     Ok(body)
+}
+
+/// The function-calling round at the end of `messages`: where it starts,
+/// the bot's calls and the answers, in fastapi_poe's shapes.
+fn tool_round(messages: &[Message]) -> Option<(usize, Value, Value)> {
+    let answers = messages
+        .iter()
+        .rev()
+        .take_while(|m| m.role == Role::Tool)
+        .count();
+    let split = messages.len().checked_sub(answers + 1)?;
+    let asked = &messages[split];
+    if answers == 0 || asked.role != Role::Assistant || asked.tool_calls.is_empty() {
+        return None;
+    }
+    let calls: Vec<Value> = asked
+        .tool_calls
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            })
+        })
+        .collect();
+    let results: Vec<Value> = messages[split + 1..]
+        .iter()
+        .map(|m| {
+            let id = m.tool_call_id.clone().unwrap_or_default();
+            let name = asked
+                .tool_calls
+                .iter()
+                .find(|c| c.id == id)
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
+            json!({"role": "tool", "name": name, "tool_call_id": id, "content": m.content})
+        })
+        .collect();
+    Some((split, Value::Array(calls), Value::Array(results)))
 }
 
 #[cfg(test)]
@@ -285,5 +334,37 @@ mod tests {
             ErrorKind::InvalidRequest
         );
         assert!(build_body(&request(vec![]), &[]).is_err());
+    }
+
+    #[test]
+    fn a_tool_round_goes_in_tool_calls_and_tool_results() {
+        let mut answer = Message::new(Role::Tool, "sunny");
+        answer.tool_call_id = Some("call_1".into());
+        let mut asked = Message::new(Role::Assistant, "");
+        asked.tool_calls = vec![poe_plugin_api::ToolCall {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city":"Paris"}"#.into(),
+        }];
+        let body = build_body(
+            &request(vec![Message::user("weather?"), asked, answer]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(body["query"].as_array().unwrap().len(), 1);
+        assert_eq!(body["query"][0]["content"], "weather?");
+        assert_eq!(
+            body["tool_calls"],
+            json!([{"id": "call_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}])
+        );
+        assert_eq!(
+            body["tool_results"],
+            json!([{"role": "tool", "name": "get_weather", "tool_call_id": "call_1", "content": "sunny"}])
+        );
+        // Without a round at the end, both stay null.
+        let plain = build_body(&request(vec![Message::user("hi")]), &[]).unwrap();
+        assert_eq!(plain["tool_calls"], Value::Null);
+        assert_eq!(plain["tool_results"], Value::Null);
     }
 }

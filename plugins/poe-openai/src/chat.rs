@@ -6,8 +6,12 @@
 //! `model` is the Poe bot name; `max_tokens`, `stream`, `stream_options`,
 //! `top_p`, `tools`, `tool_choice`, `parallel_tool_calls` are supported;
 //! `temperature` must be within 0..=2; `stop` works for non-whitespace
-//! sequences; `reasoning_effort` is passed on (Poe may ignore it). Only the
-//! options the caller set are sent.
+//! sequences. Poe ignores a top-level `reasoning_effort` (and may reject
+//! ignored fields under strict validation), so `reasoning_effort` and
+//! `verbosity` travel in `extra_body` with the custom parameters. Only the
+//! options the caller set are sent. Assistant messages that asked for
+//! tools are replayed with their `tool_calls`, so the `tool` answers after
+//! them have their calls.
 //!
 //! Custom bot parameters (`Request::params`, e.g. `aspect_ratio`) go in an
 //! `extra_body` object. Poe documents custom parameters for the
@@ -81,6 +85,24 @@ fn message_json(message: &Message) -> Value {
     if let Some(id) = &message.tool_call_id {
         out.insert("tool_call_id".into(), json!(id));
     }
+    if !message.tool_calls.is_empty() {
+        let calls: Vec<Value> = message
+            .tool_calls
+            .iter()
+            .map(|c| {
+                json!({
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                })
+            })
+            .collect();
+        out.insert("tool_calls".into(), Value::Array(calls));
+        // OpenAI's shape: an assistant turn that only calls tools has null content.
+        if message.content.is_empty() && message.attachments.is_empty() {
+            out.insert("content".into(), Value::Null);
+        }
+    }
     Value::Object(out)
 }
 
@@ -111,9 +133,6 @@ pub(crate) fn build_body(request: &Request, stream: bool) -> Value {
     if !o.stop.is_empty() {
         body.insert("stop".into(), json!(o.stop));
     }
-    if let Some(v) = &o.reasoning_effort {
-        body.insert("reasoning_effort".into(), json!(v));
-    }
     if let Some(v) = &o.tools {
         body.insert("tools".into(), v.clone());
     }
@@ -123,8 +142,19 @@ pub(crate) fn build_body(request: &Request, stream: bool) -> Value {
     if let Some(v) = o.parallel_tool_calls {
         body.insert("parallel_tool_calls".into(), json!(v));
     }
-    if !request.params.is_empty() {
-        body.insert("extra_body".into(), json!(request.params));
+    let mut extra: Map<String, Value> = request
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    if let Some(v) = &o.reasoning_effort {
+        extra.insert("reasoning_effort".into(), json!(v));
+    }
+    if let Some(v) = &o.verbosity {
+        extra.insert("verbosity".into(), json!(v));
+    }
+    if !extra.is_empty() {
+        body.insert("extra_body".into(), Value::Object(extra));
     }
     Value::Object(body)
 }
@@ -250,7 +280,7 @@ mod tests {
                 max_tokens: Some(100),
                 stop: vec!["END".into()],
                 reasoning_effort: Some("high".into()),
-                verbosity: None,
+                verbosity: Some("low".into()),
                 tools: Some(json!([{"type": "function", "function": {"name": "f"}}])),
                 tool_choice: Some(json!("auto")),
                 parallel_tool_calls: Some(false),
@@ -259,11 +289,15 @@ mod tests {
         };
         let body = build_body(&request, true);
         assert_eq!(body["stream_options"], json!({"include_usage": true}));
-        assert_eq!(body["extra_body"], json!({"aspect_ratio": "16:9"}));
+        assert_eq!(
+            body["extra_body"],
+            json!({"aspect_ratio": "16:9", "reasoning_effort": "high", "verbosity": "low"}),
+            "Poe ignores a top-level reasoning_effort"
+        );
+        assert!(body.get("reasoning_effort").is_none());
         assert_eq!(body["temperature"], json!(0.5));
         assert_eq!(body["max_tokens"], json!(100));
         assert_eq!(body["stop"], json!(["END"]));
-        assert_eq!(body["reasoning_effort"], json!("high"));
         assert_eq!(body["tool_choice"], json!("auto"));
         assert_eq!(body["parallel_tool_calls"], json!(false));
         assert_eq!(body["tools"][0]["function"]["name"], json!("f"));
@@ -325,5 +359,32 @@ mod tests {
         assert!(err.message.contains("malformed JSON"), "{}", err.message);
         assert_eq!(err.status, Some(200));
         assert!(parse_completion("not json", 200).is_err());
+    }
+
+    #[test]
+    fn assistant_tool_calls_are_replayed() {
+        let message = Message {
+            role: Role::Assistant,
+            content: String::new(),
+            attachments: vec![],
+            tool_call_id: None,
+            tool_calls: vec![poe_plugin_api::ToolCall {
+                id: "call_1".into(),
+                name: "get_weather".into(),
+                arguments: "{\"city\":\"Paris\"}".into(),
+            }],
+        };
+        assert_eq!(
+            message_json(&message),
+            json!({
+                "role": "assistant",
+                "content": null,
+                "tool_calls": [{
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"},
+                }],
+            })
+        );
     }
 }

@@ -30,8 +30,8 @@ use std::time::Duration;
 
 use poe_plugin_api::cancel::PluginRuntime;
 use poe_plugin_api::{
-    Capability, Config, ErrorKind, Manifest, OutputKind, PluginError, Provider, RateLimit, Request,
-    Response, Sink, export_provider,
+    Capability, Config, ErrorKind, Manifest, Options, OutputKind, PluginError, Provider, RateLimit,
+    Request, Response, Sink, attachment_kind, export_provider,
 };
 
 /// Where Poe's OpenAI-compatible API lives unless `POE_BASE_URL` says otherwise.
@@ -133,8 +133,10 @@ impl Provider for PoeOpenAi {
                 "POE_VIDEO_POLL_MS".into(),
             ],
             plugin_api_version: String::new(),
-            options: vec![],
-            attachments: vec![],
+            // Every option: Poe takes them all (reasoning_effort and
+            // verbosity through extra_body).
+            options: Options::NAMES.iter().map(|n| n.to_string()).collect(),
+            attachments: vec![attachment_kind::IMAGE.into(), attachment_kind::PDF.into()],
         }
     }
 
