@@ -135,13 +135,25 @@ async fn a_conversation_continues_from_another_session_and_after_a_daemon_kill()
     // The daemon dies; the conversation is in the store.
     let pid = env.status().unwrap()["pid"].as_u64().unwrap();
     kill(pid);
+    // Wait until the socket is closed: a line written while the dying daemon
+    // still holds it may have been read, so the shim rightly reports it lost
+    // rather than sending it again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while env.status().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never died"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let third = codex
         .call_tool(
             "chat",
             json!({"prompt": "third", "continuation_id": id, "model": "Gemini-2.5-Pro"}),
         )
         .await;
-    assert_ne!(env.status().unwrap()["pid"].as_u64().unwrap(), pid);
+    let status = env.status().expect("a new daemon serves");
+    assert_ne!(status["pid"].as_u64(), Some(pid), "{third}");
     assert_eq!(
         body(&third)["content"],
         "Echo from Gemini-2.5-Pro: third",
