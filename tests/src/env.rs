@@ -129,6 +129,15 @@ impl TestEnv {
             ),
             ("POE_CODED_IDLE_TIMEOUT".to_string(), "60".to_string()),
         ];
+        // Poe's model list is fetched only from a stand-in: a test without
+        // POE_BASE_URL would otherwise reach api.poe.com.
+        if !self
+            .vars
+            .iter()
+            .any(|(k, v)| k == "POE_BASE_URL" && !v.is_empty())
+        {
+            env.push(("POE_CODE_MODEL_CATALOG".to_string(), "off".to_string()));
+        }
         env.extend(self.vars.iter().filter(|(_, v)| !v.is_empty()).cloned());
         env
     }

@@ -11,6 +11,7 @@
 //! - `POST /v1/videos`, `GET /v1/videos/{id}`, `GET /v1/videos/{id}/content`:
 //!   OpenAI Videos API jobs (queued → in_progress → completed).
 //! - `GET /files/{n}.{png,mp3,mp4}`: the media files the fake bots link to.
+//! - `GET /v1/models`: Poe's model list shape (`models.rs`).
 //!
 //! - [`PacedPoe`] (`paced.rs`): a separate server whose chat answers stream
 //!   over seconds, which wiremock cannot do.
@@ -21,10 +22,12 @@
 
 mod chat;
 mod files;
+mod models;
 mod paced;
 mod video;
 mod wire;
 
+pub use models::MODELS;
 pub use paced::{PacedPoe, TAIL, TICK, paced_answer};
 
 use std::sync::Arc;
@@ -92,6 +95,12 @@ impl FakePoe {
             .and(path_regex(r"^/v1/videos/[^/]+/content$"))
             .respond_with(video::VideoContent(jobs))
             .named("fake-poe video content")
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v1/models"))
+            .respond_with(models::ModelList)
+            .named("fake-poe model list")
             .mount(&server)
             .await;
         Mock::given(method("GET"))

@@ -136,6 +136,20 @@ impl PoeServer {
                 "bot_name must not be empty",
             ));
         }
+        // Aliases and `auto` mean the same here as in `chat`.
+        let registry = &self.daemon.registry;
+        let route = |name: &str| {
+            registry
+                .route(name)
+                .ok()
+                .map(|r| r.plugin.manifest.id.clone())
+        };
+        let model = self
+            .daemon
+            .models
+            .resolve(Some(&model), false, &route)
+            .map_err(|e| tool_error(Code::ModelNotFound, e.to_string()))?
+            .model;
         Ok(ModelCall {
             request: Request {
                 model,
@@ -221,10 +235,24 @@ impl PoeServer {
                 return Ok(jobs_view::cancel_job(&self.daemon, &a.continuation_id).into());
             }
             names::LIST_MODELS => {
-                return Ok(match parse_args::<ListModelsArgs>(&args) {
-                    Ok(_) => models::list_models(&self.daemon.registry.plugins()).into(),
-                    Err(e) => e.into(),
-                });
+                let a = match parse_args::<ListModelsArgs>(&args) {
+                    Ok(a) => a,
+                    Err(e) => return Ok(e.into()),
+                };
+                let catalog = &self.daemon.models.catalog;
+                let refreshed = if a.refresh {
+                    Some(catalog.refresh_now().await)
+                } else {
+                    catalog.refresh_in_background();
+                    None
+                };
+                return Ok(models::list_models(
+                    &self.daemon.registry.plugins(),
+                    &self.daemon.models,
+                    a.search.as_deref(),
+                    refreshed,
+                )
+                .into());
             }
             _ => {}
         }

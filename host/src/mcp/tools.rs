@@ -78,10 +78,17 @@ pub struct CancelJobArgs {
     pub continuation_id: String,
 }
 
-/// Arguments of `list_models`: none.
+/// Arguments of `list_models`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListModelsArgs {}
+pub struct ListModelsArgs {
+    /// Filter for Poe's model list.
+    #[serde(default)]
+    pub search: Option<String>,
+    /// Fetch the list now.
+    #[serde(default)]
+    pub refresh: bool,
+}
 
 /// Which media a `generate_*` tool makes, and its default bot.
 pub fn media_tool(name: &str) -> Option<(OutputKind, &'static str)> {
@@ -372,15 +379,27 @@ pub fn all() -> Vec<Tool> {
             }),
             false,
         ),
-        job_tool(
+        tool(
             names::LIST_MODELS,
             "List models",
-            "What the loaded provider plugins serve: each plugin's id, version, model patterns and \
-             capabilities, and the rule that picks a plugin for a bot_name (e.g. codex → codex-cli, \
-             legacy:<Bot> → poe-legacy, any other name → poe-openai).",
+            "Which models can be named and where they go: aliases (sonnet, gpt, …), the default \
+             models, the rule `auto` follows, Poe's model list (modalities, context window, \
+             pricing; cached, `search` filters it, `refresh` fetches it now), and each loaded \
+             plugin's model patterns and the rule that picks a plugin for a name (e.g. codex → \
+             codex-cli, legacy:<Bot> → poe-legacy, any other name → poe-openai)."
+                .to_string(),
             json!({
                 "type": "object",
-                "properties": {},
+                "properties": {
+                    "search": {
+                        "type": "string",
+                        "description": "Only Poe models whose name, owner or description contains this (any case)."
+                    },
+                    "refresh": {
+                        "type": "boolean",
+                        "description": "Fetch Poe's model list now instead of using the cached one."
+                    }
+                },
                 "additionalProperties": false
             }),
             true,
