@@ -275,11 +275,13 @@ impl PoeServer {
             match self.daemon.jobs.existing(&hash) {
                 Some(Existing::Running(waiter)) => {
                     tracing::info!(job = %waiter.job().id, "identical call running; waiting for it");
+                    self.daemon.count_call(&self.session);
                     let id = waiter.job().id.clone();
                     return Ok(self.wait(waiter, context, &id).await.into());
                 }
                 Some(Existing::Undelivered(snapshot)) => {
                     tracing::info!(job = %snapshot.id, "returning the undelivered result of an identical call");
+                    self.daemon.count_call(&self.session);
                     self.daemon.jobs.mark_delivered(&snapshot.id);
                     let result = snapshot.result.unwrap_or_else(|| {
                         tool_error(Code::InternalError, "stored job has no result")
