@@ -301,3 +301,113 @@ async fn list_models_shows_the_rule_and_unknown_names_get_near_matches() {
     assert!(result_text(&empty).contains("legacy:<name>"), "{empty}");
     assert!(!env.daemon_log().contains(KEY), "key in the log");
 }
+
+/// A 1x1 PNG.
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4,
+    0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0x00, 0x01, 0x00, 0x00,
+    0x05, 0x00, 0x01, 0x0d, 0x0a, 0x2d, 0xb4, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae,
+    0x42, 0x60, 0x82,
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_uploads_images_and_replays_the_conversation_to_a_legacy_bot() {
+    let server = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pixel.png"), PNG).unwrap();
+    let env = TestEnv::new(&["poe-legacy"])
+        .with_var("POE_API_KEY", KEY)
+        .with_var("POE_LEGACY_BASE_URL", format!("{}/bot/", server.uri()))
+        .with_var(
+            "POE_LEGACY_UPLOAD_URL",
+            format!("{}/poe_api/", server.uri()),
+        );
+    let mut shim = env.shim_in(dir.path()).await;
+    shim.initialize("legacy-chat").await;
+    Mock::given(method("POST"))
+        .and(path("/poe_api/file_upload_3RD_PARTY_POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "attachment_url": "https://pfst.cf2.poecdn.net/base/image/pixel.png",
+            "mime_type": "image/png"
+        })))
+        .mount(&server)
+        .await;
+    mount(
+        &server,
+        "Vision-Bot",
+        stream(&[text("a single pixel"), done()]),
+        None,
+    )
+    .await;
+
+    let first = shim
+        .call_tool(
+            "chat",
+            json!({"prompt": "what is this?", "model": "legacy:Vision-Bot",
+                   "images": ["pixel.png"], "temperature": 0.3, "stop": ["END"],
+                   "reasoning_effort": "high"}),
+        )
+        .await;
+    assert_eq!(
+        first["result"]["structuredContent"]["content"], "a single pixel",
+        "{first}"
+    );
+    let meta = &first["result"]["structuredContent"]["metadata"];
+    assert_eq!(meta["provider"], "poe-legacy");
+    // The legacy protocol has no reasoning effort: not sent, and said so.
+    assert_eq!(
+        meta["ignored_parameters"],
+        json!(["reasoning_effort"]),
+        "{first}"
+    );
+    let id = first["result"]["structuredContent"]["continuation"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The image was uploaded (multipart, the bare key) and went as an attachment.
+    let uploads: Vec<_> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.url.path().ends_with("file_upload_3RD_PARTY_POST"))
+        .collect();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].headers["authorization"], KEY);
+    assert!(
+        String::from_utf8_lossy(&uploads[0].body).contains("name=\"file\""),
+        "multipart with a file part"
+    );
+    let sent = requests_to(&server, "Vision-Bot").await;
+    let body: Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(body["temperature"], 0.3);
+    assert_eq!(body["stop_sequences"], json!(["END"]));
+    let attachment = &body["query"][0]["attachments"][0];
+    assert_eq!(
+        attachment["url"],
+        "https://pfst.cf2.poecdn.net/base/image/pixel.png"
+    );
+    assert_eq!(attachment["content_type"], "image/png");
+
+    // The next turn replays the history: user, bot, user.
+    let second = shim
+        .call_tool("chat", json!({"prompt": "and now?", "continuation_id": id}))
+        .await;
+    assert_eq!(
+        second["result"]["structuredContent"]["continuation"]["messageCount"], 4,
+        "{second}"
+    );
+    let sent = requests_to(&server, "Vision-Bot").await;
+    let body: Value = serde_json::from_slice(&sent[1].body).unwrap();
+    let roles: Vec<&str> = body["query"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "bot", "user"], "{body}");
+    assert_eq!(body["query"][1]["content"], "a single pixel");
+    assert_eq!(body["query"][2]["content"], "and now?");
+}
