@@ -13,6 +13,7 @@
 pub mod abi;
 #[cfg(feature = "tokio")]
 pub mod cancel;
+pub mod chunks;
 pub mod compat;
 pub mod host;
 mod sdk;

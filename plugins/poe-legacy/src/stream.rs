@@ -135,7 +135,11 @@ async fn read(
 ) -> Result<Answer, PluginError> {
     let sink = call.sink;
     let emit = call.request.stream;
-    let mut events = response.bytes_stream().eventsource();
+    let mut events = response
+        .bytes_stream()
+        // Linear parsing however large the reads (see `chunks`).
+        .flat_map(|read| futures::stream::iter(poe_plugin_api::chunks::by_line(read)))
+        .eventsource();
     let mut answer = Answer::default();
     let mut count = 0usize;
     while let Some(item) = events.next().await {

@@ -16,6 +16,44 @@ use crate::wire::{Assembled, Completion};
 
 /// How much of a bad data line to quote in the error.
 const SNIPPET: usize = 80;
+/// Most events folded in before their text is emitted.
+const BATCH: usize = 512;
+
+/// Folds one SSE event into `answer`; `Ok(true)` at `[DONE]`.
+fn fold(
+    item: Result<eventsource_stream::Event, EventStreamError<reqwest::Error>>,
+    status: u16,
+    sink: &Sink,
+    emit: bool,
+    answer: &mut Assembled,
+) -> Result<bool, PluginError> {
+    let event = item.map_err(|e| match e {
+        EventStreamError::Transport(err) => errors::transport(err),
+        other => errors::malformed(status, "SSE", other),
+    })?;
+    let data = event.data.trim();
+    if data.is_empty() {
+        return Ok(false);
+    }
+    if data == "[DONE]" {
+        return Ok(true);
+    }
+    let bad_line = |e: serde_json::Error| {
+        errors::malformed(
+            status,
+            "SSE",
+            format!("{e} in data line {:?}", errors::truncate(data, SNIPPET)),
+        )
+    };
+    let json: Value = serde_json::from_str(data).map_err(bad_line)?;
+    // Failures after the 200 arrive as an error object in the stream.
+    if event.event == "error" || json.get("error").is_some_and(|e| !e.is_null()) {
+        return Err(errors::from_stream_error(status, &json));
+    }
+    let chunk: Completion = serde_json::from_value(json).map_err(bad_line)?;
+    answer.apply_chunk(chunk, sink, emit);
+    Ok(false)
+}
 
 /// Consumes the SSE body of `response` (HTTP `status`), emitting deltas to
 /// `sink` when `emit` is set, and returns the assembled answer.
@@ -25,34 +63,28 @@ pub(crate) async fn read(
     sink: &Sink,
     emit: bool,
 ) -> Result<Assembled, PluginError> {
-    let mut events = response.bytes_stream().eventsource();
+    // Events that arrived together are folded in together and their text
+    // emitted once (see `Assembled::flush`).
+    let mut batches = response
+        .bytes_stream()
+        // Linear parsing however large the reads (see `chunks`).
+        .flat_map(|read| futures::stream::iter(poe_plugin_api::chunks::by_line(read)))
+        .eventsource()
+        .ready_chunks(BATCH);
     let mut answer = Assembled::default();
-    while let Some(item) = events.next().await {
-        let event = item.map_err(|e| match e {
-            EventStreamError::Transport(err) => errors::transport(err),
-            other => errors::malformed(status, "SSE", other),
-        })?;
-        let data = event.data.trim();
-        if data.is_empty() {
-            continue;
+    while let Some(batch) = batches.next().await {
+        for item in batch {
+            let done = fold(item, status, sink, emit, &mut answer);
+            if !matches!(done, Ok(false)) {
+                answer.flush(sink);
+            }
+            match done {
+                Ok(true) => return Ok(answer),
+                Ok(false) => {}
+                Err(e) => return Err(e),
+            }
         }
-        if data == "[DONE]" {
-            return Ok(answer);
-        }
-        let bad_line = |e: serde_json::Error| {
-            errors::malformed(
-                status,
-                "SSE",
-                format!("{e} in data line {:?}", errors::truncate(data, SNIPPET)),
-            )
-        };
-        let json: Value = serde_json::from_str(data).map_err(bad_line)?;
-        // Failures after the 200 arrive as an error object in the stream.
-        if event.event == "error" || json.get("error").is_some_and(|e| !e.is_null()) {
-            return Err(errors::from_stream_error(status, &json));
-        }
-        let chunk: Completion = serde_json::from_value(json).map_err(bad_line)?;
-        answer.apply_chunk(chunk, sink, emit);
+        answer.flush(sink);
     }
     // The connection ended without `[DONE]`. If the model had already said it
     // was finished, the answer is complete; otherwise it was cut short.

@@ -116,6 +116,9 @@ pub(crate) struct Assembled {
     pub(crate) usage: Option<Usage>,
     pub(crate) finish_reason: Option<String>,
     pub(crate) model: Option<String>,
+    /// Text folded in but not yet emitted: deltas that arrive together go
+    /// to the host as one event (see [`Assembled::flush`]).
+    unsent: String,
 }
 
 impl Assembled {
@@ -148,7 +151,20 @@ impl Assembled {
         }
     }
 
-    /// Folds in one streamed chunk, emitting deltas when `emit` is set.
+    /// Emits the text folded in since the last flush as one delta. A
+    /// streamed answer arrives as one chunk per token or word; crossing the
+    /// ABI and the job once per network read instead of once per chunk is
+    /// what keeps a long answer cheap.
+    pub(crate) fn flush(&mut self, sink: &Sink) {
+        if !self.unsent.is_empty() {
+            sink.emit(&Event::TextDelta {
+                text: std::mem::take(&mut self.unsent),
+            });
+        }
+    }
+
+    /// Folds in one streamed chunk, keeping text deltas for the next
+    /// [`Assembled::flush`] and emitting others when `emit` is set.
     pub(crate) fn apply_chunk(&mut self, chunk: Completion, sink: &Sink, emit: bool) {
         if chunk.model.is_some() {
             self.model = chunk.model;
@@ -163,9 +179,7 @@ impl Assembled {
                     let piece = content_text(content);
                     if !piece.is_empty() {
                         if emit {
-                            sink.emit(&Event::TextDelta {
-                                text: piece.clone(),
-                            });
+                            self.unsent.push_str(&piece);
                         }
                         self.text.push_str(&piece);
                     }
@@ -176,6 +190,7 @@ impl Assembled {
                     let name = call.function.as_ref().and_then(|f| f.name.clone());
                     let (index, fragment) = self.add_call_piece(position, call);
                     if emit {
+                        self.flush(sink);
                         sink.emit(&Event::ToolCallDelta {
                             index,
                             id,
@@ -192,6 +207,7 @@ impl Assembled {
         if let Some(usage) = chunk.usage {
             let usage = usage.to_usage();
             if emit {
+                self.flush(sink);
                 sink.emit(&Event::Usage(usage.clone()));
             }
             self.usage = Some(usage);
