@@ -45,12 +45,25 @@ fn fold(
             format!("{e} in data line {:?}", errors::truncate(data, SNIPPET)),
         )
     };
-    let json: Value = serde_json::from_str(data).map_err(bad_line)?;
-    // Failures after the 200 arrive as an error object in the stream.
-    if event.event == "error" || json.get("error").is_some_and(|e| !e.is_null()) {
-        return Err(errors::from_stream_error(status, &json));
-    }
-    let chunk: Completion = serde_json::from_value(json).map_err(bad_line)?;
+    // Straight into the chunk type (no `Value` in between: an answer is
+    // hundreds of chunks); anything else is read again as a whole.
+    let chunk = match serde_json::from_str::<Completion>(data) {
+        Ok(chunk) if event.event != "error" && chunk.error.as_ref().is_none_or(Value::is_null) => {
+            chunk
+        }
+        _ => {
+            let json: Value = serde_json::from_str(data).map_err(bad_line)?;
+            // Failures after the 200 arrive as an error object in the stream.
+            if event.event == "error" || json.get("error").is_some_and(|e| !e.is_null()) {
+                return Err(errors::from_stream_error(status, &json));
+            }
+            // JSON, but not a chunk: the parse error says why.
+            return Err(match serde_json::from_value::<Completion>(json) {
+                Err(e) => bad_line(e),
+                Ok(_) => errors::malformed(status, "SSE", "an unreadable chunk"),
+            });
+        }
+    };
     answer.apply_chunk(chunk, sink, emit);
     Ok(false)
 }

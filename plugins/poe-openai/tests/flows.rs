@@ -79,7 +79,10 @@ fn chunks_spread_over_time_reach_the_host_one_by_one() {
         .filter(|e| matches!(e, Event::TextDelta { .. }))
         .count();
     // The echo, one per 100 ms tick, and the tail: each its own read.
-    assert!(deltas >= 5, "chunks that arrive apart stay apart, got {deltas}");
+    assert!(
+        deltas >= 5,
+        "chunks that arrive apart stay apart, got {deltas}"
+    );
 }
 
 #[test]
