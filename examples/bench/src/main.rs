@@ -21,8 +21,9 @@
 //!    provider called directly in Rust;
 //! 7. a `chat` turn with 5 attached files on a conversation of 50 and of
 //!    1,000 messages (history from the store, files read and checked, the
-//!    turn stored) vs the same request, history and file text included,
-//!    sent straight to the fake.
+//!    turn stored; each turn on its own conversation, so the history is
+//!    exactly that long) vs the same request, history and file text
+//!    included, sent straight to the fake.
 
 use std::time::{Duration, Instant};
 
@@ -238,9 +239,9 @@ async fn main() {
         ms(cold.p99)
     );
 
-    for history in [50, 1000] {
-        chat_turns(&env, &fake.base_url(), history, arg("chat-calls", 100)).await;
-    }
+    // Seeding 1,000-message conversations takes 500 calls each: fewer of them.
+    chat_turns(&env, &fake.base_url(), 50, arg("chat-calls", 100)).await;
+    chat_turns(&env, &fake.base_url(), 1000, arg("chat-calls-long", 20)).await;
 
     concurrent(&env, &fake.base_url(), sessions, per_session).await;
     drop(env);
@@ -260,9 +261,39 @@ async fn timed_call(
     (started.elapsed(), answer)
 }
 
-/// `chat` turns with five attached files on a conversation that already
-/// holds `history` messages, against the same request straight to the fake.
-/// Each turn adds two messages to both, so both grow alike.
+/// Seeds a conversation of `history` short messages; returns its id and
+/// the same history as OpenAI messages, for the direct requests.
+async fn seed_conversation(
+    session: &mut testkit::McpClient,
+    model: &str,
+    history: usize,
+) -> (String, Vec<serde_json::Value>) {
+    let line = "a message of about this many words in the conversation";
+    let mut messages: Vec<serde_json::Value> = Vec::new();
+    let mut id: Option<String> = None;
+    while messages.len() < history {
+        let mut arguments = json!({"prompt": line, "model": model});
+        if let Some(id) = &id {
+            arguments["continuation_id"] = json!(id);
+        }
+        let answer = session.call_tool("chat", arguments).await;
+        let body = &answer["result"]["structuredContent"];
+        id = Some(
+            body["continuation"]["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no continuation in {answer}"))
+                .to_string(),
+        );
+        messages.push(json!({"role": "user", "content": line}));
+        messages.push(json!({"role": "assistant", "content": body["content"]}));
+    }
+    (id.expect("a conversation"), messages)
+}
+
+/// `chat` turns with five attached files, each on its own conversation that
+/// already holds `history` messages (so every measured request is that
+/// history plus one message with the files), against the same request
+/// straight to the fake.
 async fn chat_turns(env: &TestEnv, base_url: &str, history: usize, calls: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut files = Vec::new();
@@ -279,39 +310,20 @@ async fn chat_turns(env: &TestEnv, base_url: &str, history: usize, calls: usize)
     let mut session = env.shim_in(dir.path()).await;
     session.initialize("bench-chat").await;
     let model = "Claude-Sonnet-4.5";
-    let line = "a message of about this many words in the conversation";
-    // Seed the conversation (and its mirror for the direct requests).
-    let mut messages: Vec<serde_json::Value> = Vec::new();
-    let mut id: Option<String> = None;
-    while messages.len() < history {
-        let mut arguments = json!({"prompt": line, "model": model});
-        if let Some(id) = &id {
-            arguments["continuation_id"] = json!(id);
-        }
-        let answer = session.call_tool("chat", arguments).await;
-        let body = &answer["result"]["structuredContent"];
-        id = Some(
-            body["continuation"]["id"]
-                .as_str()
-                .expect("continuation")
-                .to_string(),
-        );
-        messages.push(json!({"role": "user", "content": line}));
-        messages.push(json!({"role": "assistant", "content": body["content"]}));
-    }
-    let id = id.expect("a conversation");
     let client = reqwest::Client::new();
     let url = format!("{base_url}/chat/completions");
     let mut direct = Vec::with_capacity(calls);
     let mut through = Vec::with_capacity(calls);
-    for i in 0..calls + 5 {
-        let prompt = format!("{line} {i}");
-        let mut sent = messages.clone();
+    let mut sent_bytes = 0;
+    for i in 0..calls + 3 {
+        let (id, mut sent) = seed_conversation(&mut session, model, history).await;
+        let prompt = format!("what do these files do? ({i})");
         sent.push(json!({"role": "user", "content": format!("{prompt}\n\n{file_text}")}));
         let body = json!({
             "model": model, "messages": sent, "stream": true,
             "stream_options": {"include_usage": true}
         });
+        sent_bytes = body.to_string().len();
         let started = Instant::now();
         let response = client
             .post(&url)
@@ -329,14 +341,13 @@ async fn chat_turns(env: &TestEnv, base_url: &str, history: usize, calls: usize)
             json!({"prompt": prompt, "continuation_id": id, "files": files}),
         )
         .await;
-        let content = answer["result"]["structuredContent"]["content"].clone();
+        let content = &answer["result"]["structuredContent"]["content"];
         assert!(
             content.as_str().is_some_and(|c| c.contains(&prompt)),
             "{answer}"
         );
-        messages.push(sent.pop().expect("the user message"));
-        messages.push(json!({"role": "assistant", "content": content}));
-        if i >= 5 {
+        // The first turns warm caches and connections.
+        if i >= 3 {
             direct.push(d);
             through.push(t);
         }
@@ -345,8 +356,9 @@ async fn chat_turns(env: &TestEnv, base_url: &str, history: usize, calls: usize)
     let through = summarize(through);
     println!();
     println!(
-        "chat turn, 5 attached files, conversation of {history} -> {} messages, {calls} turns",
-        messages.len()
+        "chat turn with 5 attached files on a conversation of {history} messages \
+         ({calls} conversations, request ~{} KB)",
+        sent_bytes / 1024
     );
     println!(
         "  chat through poe-code  p50 {}  p99 {}",
