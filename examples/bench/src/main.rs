@@ -261,6 +261,29 @@ async fn timed_call(
     (started.elapsed(), answer)
 }
 
+/// What a direct streaming client does to get the answer: read the SSE
+/// events as they come and join the chunks' `delta.content`.
+async fn read_streamed_answer(response: reqwest::Response) -> String {
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    let mut events = response
+        .bytes_stream()
+        .flat_map(|read| futures::stream::iter(poe_plugin_api::chunks::by_line(read)))
+        .eventsource();
+    let mut answer = String::new();
+    while let Some(event) = events.next().await {
+        let event = event.expect("SSE event");
+        if event.data == "[DONE]" {
+            break;
+        }
+        let chunk: serde_json::Value = serde_json::from_str(&event.data).expect("chunk JSON");
+        if let Some(piece) = chunk["choices"][0]["delta"]["content"].as_str() {
+            answer.push_str(piece);
+        }
+    }
+    answer
+}
+
 /// Seeds a conversation of `history` short messages; returns its id and
 /// the same history as OpenAI messages, for the direct requests.
 async fn seed_conversation(
@@ -312,6 +335,7 @@ async fn chat_turns(env: &TestEnv, base_url: &str, history: usize, calls: usize)
     let model = "Claude-Sonnet-4.5";
     let client = reqwest::Client::new();
     let url = format!("{base_url}/chat/completions");
+    let mut direct_raw = Vec::with_capacity(calls);
     let mut direct = Vec::with_capacity(calls);
     let mut through = Vec::with_capacity(calls);
     let mut sent_bytes = 0;
@@ -324,17 +348,23 @@ async fn chat_turns(env: &TestEnv, base_url: &str, history: usize, calls: usize)
             "stream_options": {"include_usage": true}
         });
         sent_bytes = body.to_string().len();
+        let post = || {
+            client
+                .post(&url)
+                .bearer_auth(fake_poe::FAKE_API_KEY)
+                .json(&body)
+                .send()
+        };
         let started = Instant::now();
-        let response = client
-            .post(&url)
-            .bearer_auth(fake_poe::FAKE_API_KEY)
-            .json(&body)
-            .send()
-            .await
-            .expect("direct request");
+        let response = post().await.expect("direct request");
         let text = response.text().await.expect("direct body");
-        let d = started.elapsed();
+        let raw = started.elapsed();
         assert!(text.contains("[DONE]"));
+        let started = Instant::now();
+        let response = post().await.expect("direct request");
+        let streamed = read_streamed_answer(response).await;
+        let d = started.elapsed();
+        assert!(streamed.contains(&prompt));
         let (t, answer) = timed_call(
             &mut session,
             "chat",
@@ -348,10 +378,12 @@ async fn chat_turns(env: &TestEnv, base_url: &str, history: usize, calls: usize)
         );
         // The first turns warm caches and connections.
         if i >= 3 {
+            direct_raw.push(raw);
             direct.push(d);
             through.push(t);
         }
     }
+    let direct_raw = summarize(direct_raw);
     let direct = summarize(direct);
     let through = summarize(through);
     println!();
@@ -361,17 +393,22 @@ async fn chat_turns(env: &TestEnv, base_url: &str, history: usize, calls: usize)
         sent_bytes / 1024
     );
     println!(
-        "  chat through poe-code  p50 {}  p99 {}",
+        "  chat through poe-code                         p50 {}  p99 {}",
         ms(through.p50),
         ms(through.p99)
     );
     println!(
-        "  baseline: direct       p50 {}  p99 {}",
+        "  baseline: direct, answer read from the stream  p50 {}  p99 {}",
         ms(direct.p50),
         ms(direct.p99)
     );
     println!(
-        "  added time             p50 {}  p99 {}  (target: under 2 ms p50, flat in history length)",
+        "  (direct, body read whole without parsing       p50 {}  p99 {})",
+        ms(direct_raw.p50),
+        ms(direct_raw.p99)
+    );
+    println!(
+        "  added time                                    p50 {}  p99 {}  (target: under 2 ms p50, flat in history length)",
         ms(through.p50.saturating_sub(direct.p50)),
         ms(through.p99.saturating_sub(direct.p99)),
     );
