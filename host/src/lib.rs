@@ -13,6 +13,7 @@
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod consensus;
 pub mod daemon;
 pub mod ipc;
 pub mod jobs;

@@ -74,7 +74,13 @@ fn kind_of(a: &Attachment) -> &'static str {
     }
 }
 
-fn row(role: Role, content: String, turn: u64, model: &str, provider: &str) -> MessageRow {
+pub(crate) fn row(
+    role: Role,
+    content: String,
+    turn: u64,
+    model: &str,
+    provider: &str,
+) -> MessageRow {
     MessageRow {
         role: role_name(role).to_string(),
         content,
@@ -87,6 +93,70 @@ fn row(role: Role, content: String, turn: u64, model: &str, provider: &str) -> M
         meta: None,
         created_ms: now_ms(),
     }
+}
+
+/// The user message of a turn: the prompt, text files as blocks after it,
+/// PDFs and images as attachments (their names in `meta.files`).
+pub fn user_row(
+    prompt: &str,
+    files: Vec<FileInput>,
+    images: Vec<Attachment>,
+    turn: u64,
+) -> MessageRow {
+    let mut content = prompt.to_string();
+    let mut attachments: Vec<Attachment> = Vec::new();
+    let mut names = Vec::new();
+    for file in files {
+        match file {
+            FileInput::Text { path, block } => {
+                content.push_str("\n\n");
+                content.push_str(&block);
+                names.push(path);
+            }
+            FileInput::Attached(a) => {
+                names.push(a.name.clone().unwrap_or_default());
+                attachments.push(a);
+            }
+        }
+    }
+    attachments.extend(images);
+    let mut m = row(Role::User, content, turn, "", "");
+    m.model = None;
+    m.provider = None;
+    if !attachments.is_empty() {
+        m.attachments = serde_json::to_string(&attachments).ok();
+    }
+    if !names.is_empty() {
+        m.meta = Some(json!({ "files": names }).to_string());
+    }
+    m
+}
+
+/// The attachment a provider cannot take among `messages`, as a refusal.
+pub fn refuse_attachments(
+    plugin: &LoadedPlugin,
+    model: &str,
+    messages: &[Message],
+) -> Result<(), CallToolResult> {
+    let accepts = &plugin.manifest.attachments;
+    let provider = &plugin.manifest.id;
+    if !accepts.is_empty()
+        && let Some(a) = messages
+            .iter()
+            .flat_map(|m| &m.attachments)
+            .find(|a| !accepts.iter().any(|k| k == kind_of(a)))
+    {
+        return Err(tool_error(
+            Code::UnsupportedAttachment,
+            format!(
+                "{provider} (serving {model}) cannot take {} attachments such as {} (it takes: {}); use a model that does, e.g. a Poe model",
+                kind_of(a),
+                a.name.as_deref().unwrap_or("this one"),
+                accepts.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a `chat` call and builds its request. Blocking: reads the store
@@ -205,30 +275,9 @@ pub fn prepare(
         sent.push(m);
     }
     if !prompt.trim().is_empty() || !files.is_empty() || !images.is_empty() {
-        let mut content = prompt.clone();
-        let mut attachments: Vec<Attachment> = Vec::new();
-        let mut names = Vec::new();
-        for file in files {
-            match file {
-                FileInput::Text { path, block } => {
-                    content.push_str("\n\n");
-                    content.push_str(&block);
-                    names.push(path);
-                }
-                FileInput::Attached(a) => {
-                    names.push(a.name.clone().unwrap_or_default());
-                    attachments.push(a);
-                }
-            }
-        }
-        attachments.extend(images);
-        let mut m = row(Role::User, content, number, &resolved.model, &provider);
-        if !attachments.is_empty() {
-            m.attachments = serde_json::to_string(&attachments).ok();
-        }
-        if !names.is_empty() {
-            m.meta = Some(json!({ "files": names }).to_string());
-        }
+        let mut m = user_row(&prompt, files, images, number);
+        m.model = Some(resolved.model.clone());
+        m.provider = Some(provider.clone());
         sent.push(m);
     }
 
@@ -254,24 +303,7 @@ pub fn prepare(
     let messages: Vec<Message> = replay.iter().map(|m| to_message(m)).collect();
 
     // Refuse attachments the provider cannot send, before any request.
-    let accepts = &plugin.manifest.attachments;
-    if !accepts.is_empty()
-        && let Some(a) = messages
-            .iter()
-            .flat_map(|m| &m.attachments)
-            .find(|a| !accepts.iter().any(|k| k == kind_of(a)))
-    {
-        return Err(tool_error(
-            Code::UnsupportedAttachment,
-            format!(
-                "{provider} (serving {}) cannot take {} attachments such as {} (it takes: {}); use a model that does, e.g. a Poe model",
-                resolved.model,
-                kind_of(a),
-                a.name.as_deref().unwrap_or("this one"),
-                accepts.join(", ")
-            ),
-        ));
-    }
+    refuse_attachments(&plugin, &resolved.model, &messages)?;
 
     // Tools: as given, else the conversation's.
     let tools = args.tools.clone().or_else(|| {

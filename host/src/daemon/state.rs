@@ -26,6 +26,8 @@ pub struct DaemonState {
     pub models: Models,
     /// Conversations of the `chat` tool and the turns running in them.
     pub conversations: Conversations,
+    /// The model calls of each running `consensus`.
+    pub consensus: crate::consensus::Runs,
     pub registry: Arc<Registry>,
     pub jobs: Jobs,
     pub limits: Limits,
@@ -114,6 +116,7 @@ impl DaemonState {
         Self {
             paths,
             conversations: Conversations::new(jobs.store(), settings.chat.retention),
+            consensus: Default::default(),
             settings,
             models,
             registry,

@@ -96,7 +96,7 @@ pub type Finish = Box<
 
 /// Runs `request` as `job` to the end and records the outcome in the job
 /// table; `finish` shapes a successful answer (default: [`success`]).
-pub(super) async fn execute(
+pub(crate) async fn execute(
     daemon: Arc<DaemonState>,
     plugin: Arc<LoadedPlugin>,
     limiter: Arc<Limiter>,

@@ -16,6 +16,8 @@ use crate::jobs::{Snapshot, Status};
 
 /// How many jobs `check_status` lists without an id.
 const RECENT: usize = 10;
+/// How much of a consensus model's latest text `check_status` shows.
+const PARTIAL_TAIL: usize = 300;
 
 /// The text of a finished job's result.
 fn result_text(snapshot: &Snapshot) -> Option<String> {
@@ -95,6 +97,32 @@ fn job_body(daemon: &DaemonState, snapshot: &Snapshot, full_history: bool, offse
     if let Some(error) = &snapshot.error {
         body["error"] = json!(error);
     }
+    // A running consensus: each model call's state and latest text.
+    if let Some(members) = daemon.consensus.members(&snapshot.id) {
+        let models: Vec<Value> = members
+            .iter()
+            .filter_map(|m| {
+                let call = daemon.jobs.get(&m.job_id)?;
+                let tail: String = {
+                    let chars: Vec<char> = call.output.chars().collect();
+                    chars[chars.len().saturating_sub(PARTIAL_TAIL)..]
+                        .iter()
+                        .collect()
+                };
+                Some(json!({
+                    "model": m.model,
+                    "phase": m.phase,
+                    "status": call.status.as_str(),
+                    "elapsed_seconds": (call.elapsed_secs() * 10.0).round() / 10.0,
+                    "characters_streamed": call.output.chars().count(),
+                    "partial_response": tail,
+                    "error": call.error,
+                    "job_id": m.job_id,
+                }))
+            })
+            .collect();
+        body["models"] = json!(models);
+    }
     // The streamed text while running or on request; the result once done.
     let (key, text) = if full_history || !snapshot.status.is_finished() {
         let streamed = if snapshot.output.is_empty() {
@@ -117,13 +145,19 @@ fn job_body(daemon: &DaemonState, snapshot: &Snapshot, full_history: bool, offse
             .result
             .as_ref()
             .and_then(|r| r.structured_content.as_ref())
-            && structured.get("continuation").is_some()
+            && (structured.get("continuation").is_some() || snapshot.tool == "consensus")
         {
-            // A chat turn: its usage, tool calls and continuation.
-            for key in ["continuation", "metadata", "tool_calls"] {
+            // A chat turn: its usage, tool calls and continuation; a
+            // consensus: its phases and outcome.
+            for key in ["continuation", "metadata", "tool_calls", "phases", "notes"] {
                 if let Some(v) = structured.get(key) {
                     body[key] = v.clone();
                 }
+            }
+            if snapshot.tool == "consensus"
+                && let Some(v) = structured.get("status")
+            {
+                body["consensus_status"] = v.clone();
             }
         }
     }

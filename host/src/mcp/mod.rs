@@ -257,7 +257,11 @@ impl PoeServer {
             _ => {}
         }
         let is_chat = name == names::CHAT;
-        if !is_chat && tools::media_tool(name).is_none() && name != names::GET_BOT_RESPONSE {
+        if !is_chat
+            && tools::media_tool(name).is_none()
+            && name != names::GET_BOT_RESPONSE
+            && name != names::CONSENSUS
+        {
             return Err(McpError::invalid_params(
                 format!("Unknown tool: {name}"),
                 None,
@@ -290,6 +294,9 @@ impl PoeServer {
                 }
                 None => {}
             }
+        }
+        if name == names::CONSENSUS {
+            return self.consensus(args, hash, context).await;
         }
         let call = if is_chat {
             let a: ChatArgs = match parse_args(&args) {
@@ -376,6 +383,76 @@ impl PoeServer {
             job.clone(),
             request,
             finish,
+        ));
+        match waiter {
+            Some(waiter) => Ok(self.wait(waiter, context, &handle).await.into()),
+            None => Ok(self.started(&job, &handle, context)),
+        }
+    }
+
+    /// Runs a `consensus` call (see [`crate::consensus`]): checked and
+    /// planned before anything is sent, then run as a parent job whose
+    /// model calls are jobs of their own.
+    async fn consensus(
+        &self,
+        args: Value,
+        hash: String,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let a: crate::consensus::prepare::ConsensusArgs = match parse_args(&args) {
+            Ok(a) => a,
+            Err(e) => return Ok(e.into()),
+        };
+        let daemon = self.daemon.clone();
+        let session = self.session.clone();
+        let plan = match tokio::task::spawn_blocking(move || {
+            crate::consensus::prepare::prepare(&daemon, &session, a)
+        })
+        .await
+        {
+            Ok(Ok(plan)) => plan,
+            Ok(Err(refused)) => return Ok(refused.into()),
+            Err(e) => return Ok(tool_error(Code::InternalError, e.to_string()).into()),
+        };
+        self.daemon.count_call(&self.session);
+        let label = format!(
+            "consensus: {}",
+            plan.seats
+                .iter()
+                .map(|s| s.model.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        // Two rounds, each bounded by the text deadline.
+        let deadline = self.daemon.settings.deadlines.of(OutputKind::Text) * 2;
+        let job = self.daemon.jobs.create(
+            names::CONSENSUS,
+            &label,
+            &args,
+            hash,
+            self.session.id,
+            deadline,
+        );
+        plan.slot.bind(&job.id);
+        if let Err(e) = self
+            .daemon
+            .conversations
+            .store()
+            .set_conversation_job(plan.slot.conversation_id(), &job.id)
+        {
+            tracing::warn!(error = %e, "cannot record the consensus job");
+        }
+        let handle = plan.slot.conversation_id().to_string();
+        let waiter = if plan.run_async {
+            job.run_in_background();
+            None
+        } else {
+            job.attach()
+        };
+        tokio::spawn(crate::consensus::run::run(
+            self.daemon.clone(),
+            job.clone(),
+            plan,
         ));
         match waiter {
             Some(waiter) => Ok(self.wait(waiter, context, &handle).await.into()),

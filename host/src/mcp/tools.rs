@@ -24,6 +24,7 @@ pub mod names {
     pub const CANCEL_JOB: &str = "cancel_job";
     pub const LIST_MODELS: &str = "list_models";
     pub const CHAT: &str = "chat";
+    pub const CONSENSUS: &str = "consensus";
 }
 
 /// Arguments of `get_bot_response`. Unknown arguments are refused by
@@ -140,6 +141,52 @@ fn sampling_properties() -> serde_json::Map<String, Value> {
 }
 
 /// The `chat` tool.
+fn consensus_tool() -> Tool {
+    tool(
+        names::CONSENSUS,
+        "Ask several models and let them refine",
+        "Ask several models the same thing in parallel (any mix of Poe models, aliases, codex, \
+         legacy:<Bot>), then let each that answered see the others' answers and refine its own \
+         (cross-feedback). Returns every model's initial and refined answer with usage, which \
+         failed and why, and a continuation.id that continue the discussion with consensus or \
+         chat. Progress says who answered and who is still working; check_status shows each \
+         model's state; cancel_job stops all, keeping what arrived."
+            .to_string(),
+        json!({
+            "type": "object",
+            "properties": {
+                "prompt": { "type": "string", "description": "The question or task for every model." },
+                "models": {
+                    "type": "array",
+                    "items": { "type": "string" },
+                    "description": "2 to 8 models: Poe names, aliases (sonnet, gpt, gemini, ...), codex, legacy:<Bot>, or auto; {\"model\": name} objects are accepted too. Duplicates are asked once."
+                },
+                "files": {
+                    "type": "array", "items": { "type": "string" },
+                    "description": "Files every model sees (same rules as chat: inside your working directory or config.toml [chat] roots)."
+                },
+                "images": {
+                    "type": "array", "items": { "type": "string" },
+                    "description": "Images every model sees: paths or data: URLs."
+                },
+                "continuation_id": { "type": "string", "description": "Continue an earlier consensus (or chat) conversation: each model sees the earlier rounds." },
+                "enable_cross_feedback": { "type": "boolean", "description": "Let each model refine its answer after seeing the others' (default true)." },
+                "cross_feedback_prompt": { "type": "string", "description": "Replaces the default refinement instruction given after the other answers." },
+                "temperature": { "type": "number", "minimum": 0, "maximum": 2, "description": "Sampling temperature, 0 to 2." },
+                "reasoning_effort": {
+                    "type": "string",
+                    "enum": crate::chat::args::REASONING_EFFORTS,
+                    "description": "Reasoning effort for models that take it."
+                },
+                "async": async_schema(),
+            },
+            "required": ["prompt", "models"],
+            "additionalProperties": false
+        }),
+        false,
+    )
+}
+
 fn chat_tool() -> Tool {
     let mut properties = serde_json::Map::new();
     let Value::Object(own) = json!({
@@ -345,6 +392,7 @@ pub fn all() -> Vec<Tool> {
             defaults::AUDIO_BOT,
         ),
         chat_tool(),
+        consensus_tool(),
         job_tool(
             names::CHECK_STATUS,
             "Check a job",

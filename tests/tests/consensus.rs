@@ -1,0 +1,353 @@
+//! The `consensus` tool end to end: real shims, the real daemon and real
+//! plugins (poe-openai against the local stand-in for Poe's API, the echo
+//! plugin) loaded from their .so files. Three models where one fails;
+//! cross-feedback requests that carry the other answers; progress naming
+//! who answered; a follow-up round after the daemon is killed; models from
+//! two plugins; cancel mid-phase keeping what arrived; bad input refused
+//! before any request.
+
+use std::time::Duration;
+
+use fake_poe::FakePoe;
+use serde_json::{Value, json};
+use testkit::client::{error_code, result_text};
+use testkit::{McpClient, TestEnv};
+
+async fn fake_env(plugins: &[&str]) -> (FakePoe, TestEnv) {
+    let fake = FakePoe::start().await;
+    let env = TestEnv::new(plugins)
+        .with_var("POE_BASE_URL", fake.base_url())
+        .with_var("POE_API_KEY", fake_poe::FAKE_API_KEY);
+    (fake, env)
+}
+
+async fn session(env: &TestEnv, name: &str) -> McpClient {
+    let mut shim = env.shim().await;
+    shim.initialize(name).await;
+    shim
+}
+
+fn body(answer: &Value) -> &Value {
+    &answer["result"]["structuredContent"]
+}
+
+/// The text of the last user message of a recorded chat request.
+fn last_user_text(request: &Value) -> String {
+    request["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn models_of(phase: &Value) -> Vec<String> {
+    phase
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["model"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn kill(pid: u64) {
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_models_one_fails_the_others_refine_and_a_later_round_continues_after_a_restart() {
+    let (fake, env) = fake_env(&["poe-openai"]).await;
+    let mut shim = session(&env, "claude-code").await;
+    let answer = shim
+        .request(
+            "tools/call",
+            json!({
+                "name": "consensus",
+                "arguments": {"prompt": "which sort is stable?",
+                              "models": ["GPT-5", {"model": "gemini"}, "fake-404"]},
+                "_meta": {"progressToken": "c1"}
+            }),
+        )
+        .await;
+    let b = body(&answer);
+    assert_eq!(b["status"], "completed_with_errors", "{answer}");
+    assert_eq!(b["models_consulted"], 3);
+    assert_eq!(b["successful_initial_responses"], 2);
+    assert_eq!(b["failed_responses"], 1);
+    assert_eq!(b["refined_responses"], 2);
+    assert_eq!(
+        models_of(&b["phases"]["initial"]),
+        ["GPT-5", "Gemini-2.5-Pro"]
+    );
+    assert_eq!(b["phases"]["failed"][0]["model"], "fake-404");
+    assert_eq!(b["phases"]["failed"][0]["phase"], "initial");
+    assert_eq!(
+        b["phases"]["initial"][0]["response"],
+        "Echo from GPT-5: which sort is stable?"
+    );
+    assert!(
+        b["phases"]["initial"][0]["metadata"]["usage"]["total_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(b["settings"]["enable_cross_feedback"], true);
+    let text = result_text(&answer);
+    assert!(text.contains("## GPT-5 (refined)"), "{text}");
+    assert!(text.contains("fake-404"), "{text}");
+
+    // Progress named who answered and who was still working.
+    let progress: Vec<String> = shim
+        .take_notifications("notifications/progress")
+        .iter()
+        .filter_map(|n| n["params"]["message"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        progress
+            .iter()
+            .any(|p| p.contains("initial answers: ") && p.contains("/3 answered")),
+        "{progress:?}"
+    );
+
+    // Phase 2: each refinement request carries the other model's answer,
+    // and fake-404 (failed in phase 1) is not asked again.
+    let requests = fake.chat_requests().await;
+    assert_eq!(requests.len(), 5, "3 initial + 2 refinements");
+    let refine_gpt = requests
+        .iter()
+        .find(|r| r["model"] == "GPT-5" && last_user_text(r).contains("Other models"))
+        .expect("GPT-5 was asked to refine");
+    let feedback = last_user_text(refine_gpt);
+    assert!(feedback.contains("--- Gemini-2.5-Pro ---"), "{feedback}");
+    assert!(
+        feedback.contains("Echo from Gemini-2.5-Pro: which sort is stable?"),
+        "{feedback}"
+    );
+    assert!(!feedback.contains("--- GPT-5 ---"), "not its own answer");
+    assert!(!feedback.contains("fake-404"), "{feedback}");
+
+    // The daemon dies; the next round continues from the store.
+    let id = b["continuation"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        b["continuation"]["messageCount"], 3,
+        "the question and two answers"
+    );
+    let pid = env.status().expect("daemon runs")["pid"].as_u64().unwrap();
+    kill(pid);
+    // Gone before the next session starts a new one.
+    for _ in 0..400 {
+        if env.status().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut again = session(&env, "codex").await;
+    let follow = again
+        .call_tool(
+            "consensus",
+            json!({"prompt": "and which is fastest?", "models": ["GPT-5", "Gemini-2.5-Pro"],
+                   "continuation_id": id, "enable_cross_feedback": false}),
+        )
+        .await;
+    let b = body(&follow);
+    assert_eq!(b["status"], "consensus_complete", "{follow}");
+    assert_eq!(b["refined_responses"], 0);
+    assert_eq!(b["continuation"]["messageCount"], 6);
+    let requests = fake.chat_requests().await;
+    let gpt = requests
+        .last()
+        .filter(|r| r["model"] == "GPT-5")
+        .or_else(|| requests.iter().rev().find(|r| r["model"] == "GPT-5"));
+    let messages = gpt.unwrap()["messages"].as_array().unwrap().clone();
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user"]);
+    // It sees its own refined answer from the first round.
+    assert!(
+        messages[1]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Echo from GPT-5: Other models answered"),
+        "{messages:?}"
+    );
+
+    // chat continues the same conversation with one of the models.
+    let chat = again
+        .call_tool(
+            "chat",
+            json!({"prompt": "summarise", "continuation_id": id, "model": "GPT-5"}),
+        )
+        .await;
+    assert_eq!(body(&chat)["continuation"]["messageCount"], 8, "{chat}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn models_from_two_plugins_in_one_consensus() {
+    let (_fake, env) = fake_env(&["poe-openai", "echo-plugin"]).await;
+    let mut shim = session(&env, "agent").await;
+    let answer = shim
+        .call_tool(
+            "consensus",
+            json!({"prompt": "hello", "models": ["echo", "GPT-5"]}),
+        )
+        .await;
+    let b = body(&answer);
+    assert_eq!(b["status"], "consensus_complete", "{answer}");
+    let providers: Vec<&str> = b["phases"]["initial"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["provider"].as_str().unwrap())
+        .collect();
+    assert_eq!(providers, ["echo", "poe-openai"]);
+    assert_eq!(b["refined_responses"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_stops_every_model_still_running_and_keeps_what_arrived() {
+    let (_fake, env) = fake_env(&["poe-openai"]).await;
+    let mut shim = session(&env, "agent").await;
+    let started = shim
+        .call_tool(
+            "consensus",
+            json!({"prompt": "slow one", "models": ["GPT-5", "fake-slow"], "async": true}),
+        )
+        .await;
+    let id = body(&started)["continuation_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {started}"))
+        .to_string();
+    // check_status shows each model: GPT-5 answered, fake-slow still working.
+    let mut status = Value::Null;
+    for _ in 0..400 {
+        status = shim
+            .call_tool("check_status", json!({"continuation_id": id}))
+            .await;
+        let models = body(&status)["models"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let state = |m: &str| {
+            models
+                .iter()
+                .find(|e| e["model"] == m)
+                .map(|e| e["status"].as_str().unwrap().to_string())
+        };
+        if state("GPT-5").as_deref() == Some("completed")
+            && state("fake-slow").as_deref() == Some("processing")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let models = body(&status)["models"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(models.len(), 2, "{status}");
+    assert!(models.iter().all(|m| m["phase"] == "initial"));
+
+    let cancelled = shim
+        .call_tool("cancel_job", json!({"continuation_id": id}))
+        .await;
+    assert!(!result_text(&cancelled).is_empty());
+    let mut done = Value::Null;
+    for _ in 0..400 {
+        done = shim
+            .call_tool("check_status", json!({"continuation_id": id}))
+            .await;
+        if body(&done)["status"] == "cancelled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let b = body(&done);
+    assert_eq!(b["status"], "cancelled", "{done}");
+    let kept = b["phases"]["initial"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(models_of(&json!(kept)), ["GPT-5"], "{done}");
+    assert_eq!(b["phases"]["failed"][0]["model"], "fake-slow");
+    assert_eq!(b["phases"]["failed"][0]["status"], "cancelled");
+    // Every model call ended: nothing is left running.
+    let status = env.status().expect("daemon runs");
+    assert_eq!(status["jobs"]["running"], 0, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_before_any_request() {
+    let (fake, env) = fake_env(&["echo-plugin"]).await;
+    let mut shim = session(&env, "agent").await;
+    let cases = [
+        (
+            json!({"prompt": "x", "models": []}),
+            "INVALID_ARGUMENT",
+            "at least one",
+        ),
+        (
+            json!({"prompt": "x", "models": ["echo", "no-such-model"]}),
+            "MODEL_NOT_FOUND",
+            "no-such-model",
+        ),
+        (
+            json!({"prompt": "x", "models": ["echo-1", "echo-2", "echo-3", "echo-4", "echo-5",
+                                           "echo-6", "echo-7", "echo-8", "echo-9"]}),
+            "INVALID_ARGUMENT",
+            "at most 8",
+        ),
+        (
+            json!({"prompt": "x", "models": ["echo"], "temperature": 3}),
+            "INVALID_ARGUMENT",
+            "temperature",
+        ),
+        (
+            json!({"prompt": "x", "models": ["echo"], "files": ["../../etc/passwd"]}),
+            "PATH_NOT_ALLOWED",
+            "passwd",
+        ),
+        (
+            json!({"prompt": "x", "models": ["echo"], "continuation_id": "conv_00000000000000000000000000000000"}),
+            "CONVERSATION_NOT_FOUND",
+            "conv_",
+        ),
+    ];
+    for (arguments, code, needle) in cases {
+        let answer = shim.call_tool("consensus", arguments.clone()).await;
+        assert_eq!(
+            error_code(&answer).as_deref(),
+            Some(code),
+            "{arguments}: {answer}"
+        );
+        assert!(
+            result_text(&answer).contains(needle),
+            "{arguments}: {answer}"
+        );
+    }
+    assert!(fake.chat_requests().await.is_empty());
+    let status = env.status().expect("daemon runs");
+    assert_eq!(
+        status["calls_total"], 0,
+        "refused calls start nothing: {status}"
+    );
+
+    // Duplicates are asked once, with a note.
+    let answer = shim
+        .call_tool(
+            "consensus",
+            json!({"prompt": "x", "models": ["echo", "ECHO", "echo-b"]}),
+        )
+        .await;
+    let b = body(&answer);
+    assert_eq!(b["models_consulted"], 2, "{answer}");
+    assert!(b["notes"][0].as_str().unwrap().contains("ECHO"), "{answer}");
+}
