@@ -593,7 +593,8 @@ impl ServerHandler for PoeServer {
         .with_instructions(
             "Reach Poe bots and models: chat for conversations (continue them with \
              continuation_id from any session; files, images and function calling), \
-             get_bot_response for a one-off text answer, generate_image / generate_video / \
+             get_bot_response for a one-off text answer, consensus to ask several models and \
+             let them refine each other's answers, generate_image / generate_video / \
              generate_audio for media, list_models for names and aliases. Long calls can run \
              in the background (async: true); check_status and cancel_job work from any session.",
         )
