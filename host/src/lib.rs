@@ -23,6 +23,7 @@ pub mod models;
 pub mod plugins;
 pub mod shim;
 pub mod store;
+pub mod summaries;
 
 /// Version of this build, reported by `status` and in `initialize`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -351,3 +351,150 @@ async fn bad_input_is_refused_before_any_request() {
     assert_eq!(b["models_consulted"], 2, "{answer}");
     assert!(b["notes"][0].as_str().unwrap().contains("ECHO"), "{answer}");
 }
+
+/// Requests the stand-in saw for `model`.
+async fn requests_for(fake: &FakePoe, model: &str) -> Vec<Value> {
+    fake.chat_requests()
+        .await
+        .into_iter()
+        .filter(|r| r["model"] == model)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn summaries_on_give_titles_and_summaries_off_give_none_failing_give_snippets() {
+    // On: the default model (Claude-Haiku-4.5, echoed by the stand-in) writes them.
+    let (fake, env) = fake_env(&["poe-openai"]).await;
+    let env = env.with_var("ENABLE_RESPONSE_SUMMARIZATION", "true");
+    let mut shim = session(&env, "agent").await;
+    let answer = shim
+        .call_tool(
+            "consensus",
+            json!({"prompt": "is quicksort stable?", "models": ["GPT-5", "Gemini-2.5-Pro"]}),
+        )
+        .await;
+    let b = body(&answer);
+    assert_eq!(b["status"], "consensus_complete", "{answer}");
+    let title = b["title"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no title: {answer}"));
+    assert!(title.chars().count() <= 60, "{title}");
+    assert!(
+        title.starts_with("Echo from Claude-Haiku-4.5: Write a short"),
+        "{title}"
+    );
+    assert_eq!(b["summary_source"], "model", "{answer}");
+    assert!(
+        b["final_summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Echo from Claude-Haiku-4.5: Summarize the answer below"),
+        "{answer}"
+    );
+    let asked = requests_for(&fake, "Claude-Haiku-4.5").await;
+    assert_eq!(asked.len(), 2, "a title and a final summary");
+    // The summary call saw the models' final answers.
+    assert!(last_user_text(&asked[1]).contains("GPT-5: Echo from GPT-5"));
+    // check_status lists the consensus with its title.
+    let recent = shim.call_tool("check_status", json!({})).await;
+    let jobs = body(&recent)["jobs"].as_array().unwrap().clone();
+    assert!(
+        jobs.iter()
+            .any(|j| j["tool"] == "consensus" && j["title"] == title),
+        "{recent}"
+    );
+    // chat gets them too.
+    let chat = shim
+        .call_tool("chat", json!({"prompt": "hello", "model": "GPT-5"}))
+        .await;
+    assert!(body(&chat)["title"].is_string(), "{chat}");
+    assert_eq!(body(&chat)["content"], "Echo from GPT-5: hello");
+
+    // Failing: the answer is untouched; snippets stand in.
+    let (_fake, env) = fake_env(&["poe-openai"]).await;
+    let env = env
+        .with_var("ENABLE_RESPONSE_SUMMARIZATION", "1")
+        .with_var("SUMMARIZATION_MODEL", "fake-401");
+    let mut shim = session(&env, "agent").await;
+    let answer = shim
+        .call_tool(
+            "chat",
+            json!({"prompt": "tell me about heaps", "model": "GPT-5"}),
+        )
+        .await;
+    let b = body(&answer);
+    assert_eq!(
+        b["content"], "Echo from GPT-5: tell me about heaps",
+        "{answer}"
+    );
+    assert_eq!(b["title"], "tell me about heaps");
+    assert_eq!(b["summary_source"], "snippet");
+    assert_eq!(b["final_summary"], "Echo from GPT-5: tell me about heaps");
+
+    // Off (the default): none, and no summarization requests.
+    let (fake, env) = fake_env(&["poe-openai"]).await;
+    let mut shim = session(&env, "agent").await;
+    let answer = shim
+        .call_tool(
+            "consensus",
+            json!({"prompt": "x", "models": ["GPT-5", "Gemini-2.5-Pro"]}),
+        )
+        .await;
+    assert!(body(&answer).get("title").is_none(), "{answer}");
+    assert!(body(&answer).get("final_summary").is_none(), "{answer}");
+    assert!(requests_for(&fake, "Claude-Haiku-4.5").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_status_summarizes_a_running_job() {
+    let paced = fake_poe::PacedPoe::start().await;
+    let env = TestEnv::new(&["poe-openai"])
+        .with_var("POE_BASE_URL", paced.base_url())
+        .with_var("POE_API_KEY", fake_poe::FAKE_API_KEY)
+        .with_var("ENABLE_RESPONSE_SUMMARIZATION", "true")
+        .with_var("SUMMARIZATION_MODEL", "GPT-5-mini");
+    let mut shim = session(&env, "agent").await;
+    let prompt = "explain ".repeat(40);
+    let started = shim
+        .call_tool(
+            "chat",
+            json!({"prompt": prompt, "model": "fake-stream-20s", "async": true}),
+        )
+        .await;
+    let id = body(&started)["continuation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut status = Value::Null;
+    for _ in 0..400 {
+        status = shim
+            .call_tool("check_status", json!({"continuation_id": id}))
+            .await;
+        if body(&status)["summary"].is_string() && body(&status)["title"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let b = body(&status);
+    assert_eq!(b["status"], "processing", "{status}");
+    assert!(
+        b["summary"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no summary: {status}"))
+            .starts_with("Echo from GPT-5-mini: The answer below is still being written"),
+        "{status}"
+    );
+    // Polling again at once does not ask again (at most one per 30 s).
+    for _ in 0..5 {
+        shim.call_tool("check_status", json!({"continuation_id": id}))
+            .await;
+    }
+    let asked: Vec<Value> = paced
+        .chat_requests()
+        .into_iter()
+        .filter(|r| r["model"] == "GPT-5-mini")
+        .collect();
+    assert_eq!(asked.len(), 2, "the title and one partial summary");
+    shim.call_tool("cancel_job", json!({"continuation_id": id}))
+        .await;
+}

@@ -23,7 +23,9 @@
 //!    1,000 messages (history from the store, files read and checked, the
 //!    turn stored; each turn on its own conversation, so the history is
 //!    exactly that long) vs the same request, history and file text
-//!    included, sent straight to the fake.
+//!    included, sent straight to the fake;
+//! 8. a 3-model `consensus` with cross-feedback against a stand-in whose
+//!    answers each stream for 1 s: wall time against two parallel rounds.
 
 use std::time::{Duration, Instant};
 
@@ -246,6 +248,7 @@ async fn main() {
     concurrent(&env, &fake.base_url(), sessions, per_session).await;
     drop(env);
 
+    consensus_wall(arg("consensus-runs", 5)).await;
     reload_latency(arg("reloads", 10)).await;
     abi_overhead(arg("abi-calls", 200_000));
 }
@@ -411,6 +414,45 @@ async fn chat_turns(env: &TestEnv, base_url: &str, history: usize, calls: usize)
         "  added time                                    p50 {}  p99 {}  (target: under 2 ms p50, flat in history length)",
         ms(through.p50.saturating_sub(direct.p50)),
         ms(through.p99.saturating_sub(direct.p99)),
+    );
+}
+
+/// A 3-model consensus with cross-feedback against a stand-in whose every
+/// answer streams for 1 s: the wall time against the 2 s of two rounds run
+/// in parallel (and the 6 s of asking one model after another).
+async fn consensus_wall(runs: usize) {
+    let paced = fake_poe::PacedPoe::start().await;
+    let env = TestEnv::new(&["poe-openai"])
+        .with_var("POE_BASE_URL", paced.base_url())
+        .with_var("POE_API_KEY", fake_poe::FAKE_API_KEY);
+    let mut session = env.shim().await;
+    session.initialize("bench-consensus").await;
+    let upstream = Duration::from_secs(1);
+    let mut walls = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let (t, answer) = timed_call(
+            &mut session,
+            "consensus",
+            json!({"prompt": format!("question {i}"),
+                   "models": ["fake-stream-1s", "fake-stream-1000ms", "fake-stream-01s"]}),
+        )
+        .await;
+        let body = &answer["result"]["structuredContent"];
+        assert_eq!(body["status"], "consensus_complete", "{answer}");
+        assert_eq!(body["refined_responses"], 3, "{answer}");
+        walls.push(t);
+    }
+    let wall = summarize(walls);
+    println!();
+    println!(
+        "consensus of 3 models with cross-feedback, each upstream answer streaming {} ms, {runs} runs",
+        upstream.as_millis()
+    );
+    println!("  wall time p50 {}  p99 {}", ms(wall.p50), ms(wall.p99));
+    println!(
+        "  ratio p50 {:.2}x two rounds in parallel (2 s; target about 1x), {:.2}x one model after another (6 s)",
+        wall.p50.as_secs_f64() / (upstream * 2).as_secs_f64(),
+        wall.p50.as_secs_f64() / (upstream * 6).as_secs_f64()
     );
 }
 

@@ -22,6 +22,7 @@ use crate::mcp::errors::{Code, tool_error};
 use crate::models::Via;
 use crate::plugins::LoadedPlugin;
 use crate::store::{ConversationRow, MessageRow, now_ms};
+use crate::summaries::Summaries;
 
 /// A checked turn, ready to run.
 pub struct Prepared {
@@ -500,6 +501,11 @@ impl Turn {
             },
             "metadata": metadata,
         });
+        if let Some(summary) = Summaries::conclude(&daemon, &job, &response.text).await
+            && let (Value::Object(body), Value::Object(summary)) = (&mut body, summary)
+        {
+            body.extend(summary);
+        }
         let mut text = response.text.clone();
         if !response.tool_calls.is_empty() {
             let calls: Vec<Value> = response

@@ -18,6 +18,9 @@
 //! text = "Claude-Sonnet-4.5"
 //! auto = ["Claude-Sonnet-4.5", "GPT-5", "Gemini-2.5-Pro"]
 //!
+//! summarization = true            # AI titles and summaries of chat/consensus jobs
+//! summarization_model = "haiku"   # the model that writes them
+//!
 //! [chat]              # conversations, files and export of the `chat` tool
 //! retention_days = 3
 //! roots = ["~/notes"]
@@ -59,6 +62,11 @@ pub struct ConfigFile {
     /// The `chat` tool's conversations, files and export.
     #[serde(default)]
     pub chat: ChatSection,
+    /// AI titles and summaries of `chat` and `consensus` jobs
+    /// (`ENABLE_RESPONSE_SUMMARIZATION` wins).
+    pub summarization: Option<bool>,
+    /// The model that writes them (`SUMMARIZATION_MODEL` wins).
+    pub summarization_model: Option<String>,
 }
 
 /// `[models]`: default models by output kind, and the `auto` rule's list.

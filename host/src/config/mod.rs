@@ -132,6 +132,8 @@ pub struct Settings {
     pub deadlines: Deadlines,
     /// Conversations, files and export of the `chat` tool.
     pub chat: crate::chat::ChatSettings,
+    /// AI titles and summaries: the model that writes them, when on.
+    pub summarization: Option<String>,
 }
 
 impl Settings {
@@ -162,6 +164,7 @@ impl Settings {
             ),
             deadlines: Deadlines::default(),
             chat: crate::chat::ChatSettings::default(),
+            summarization: None,
         }
     }
 
@@ -170,9 +173,31 @@ impl Settings {
         Self {
             deadlines: Deadlines::load(&file.deadlines),
             chat: crate::chat::ChatSettings::load(&file.chat),
+            summarization: summarization(file, |k| std::env::var(k).ok()),
             ..Self::from_env()
         }
     }
+}
+
+/// The summarization model when summaries are on:
+/// `ENABLE_RESPONSE_SUMMARIZATION` (true/1/yes/on) over config.toml's
+/// `summarization`; `SUMMARIZATION_MODEL` over `summarization_model` over
+/// [`crate::summaries::DEFAULT_MODEL`].
+pub fn summarization(
+    file: &file::ConfigFile,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let on = match env("ENABLE_RESPONSE_SUMMARIZATION").map(|v| v.trim().to_ascii_lowercase()) {
+        Some(v) if !v.is_empty() => matches!(v.as_str(), "true" | "1" | "yes" | "on"),
+        _ => file.summarization.unwrap_or(false),
+    };
+    on.then(|| {
+        env("SUMMARIZATION_MODEL")
+            .or_else(|| file.summarization_model.clone())
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| crate::summaries::DEFAULT_MODEL.to_string())
+    })
 }
 
 /// All paths of one state directory.

@@ -5,14 +5,12 @@
 //! arrived is kept in the result.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use poe_plugin_api::{Message, OutputKind, Request, Response, Role, Usage};
+use poe_plugin_api::{Message, OutputKind, Request, Role, Usage};
 use rmcp::model::{CallToolResult, ContentBlock, MetaObject};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 use super::prepare::{Plan, Seat, feedback_message};
 use super::{DEFAULT_FEEDBACK_PROMPT, Member};
@@ -22,6 +20,7 @@ use crate::jobs::{Job, Status};
 use crate::mcp::call::{self, META_CONTINUATION_ID, STATUS_PREFIX};
 use crate::mcp::errors::{Code, tool_error};
 use crate::store::now_ms;
+use crate::summaries::Summaries;
 
 /// How one model call ended.
 enum Outcome {
@@ -58,74 +57,40 @@ async fn ask(
         continuation: None,
         timeout_ms: None,
     };
-    let child = daemon.jobs.create(
+    let answered = call::sub_call(
+        daemon,
+        parent,
         "consensus",
         &format!("{} ({phase})", seat.model),
-        &json!({"consensus": parent.id, "model": seat.model, "phase": phase}),
         // Unique: a model call of a consensus is never shared with another.
         format!("consensus:{}:{}:{phase}", parent.id, seat.model),
-        parent.session_id,
-        daemon.settings.deadlines.of(OutputKind::Text),
-    );
-    child.run_in_background();
-    daemon.consensus.add(
-        &parent.id,
-        Member {
-            model: seat.model.clone(),
-            phase,
-            job_id: child.id.clone(),
-        },
-    );
-    let (answered, answer) = oneshot::channel::<Response>();
-    let finish: call::Finish = Box::new(move |response: Response, job: Arc<Job>| {
-        let mut result = CallToolResult::success(vec![ContentBlock::text(response.text.clone())]);
-        let mut meta = MetaObject::new();
-        meta.0.insert("poe-code/job_id".into(), json!(job.id));
-        meta.0
-            .insert("poe-code/usage".into(), json!(response.usage));
-        result.meta = Some(meta);
-        let _ = answered.send(response);
-        Box::pin(async move { result }) as futures::future::BoxFuture<'static, CallToolResult>
-    });
-    let limiter = daemon.limits.limiter(
-        seat.provider(),
-        seat.plugin
-            .manifest
-            .default_rate_limit
-            .map(|l| l.requests_per_minute),
-        plan.api_key.as_deref(),
-    );
-    let started = Instant::now();
-    tokio::spawn(call::execute(
-        daemon.clone(),
         seat.plugin.clone(),
-        limiter,
-        child.clone(),
         request,
-        Some(finish),
-    ));
-    tokio::select! {
-        biased;
-        _ = child.finished() => {}
-        _ = parent.cancelled() => child.request_cancel(),
-    }
-    child.finished().await;
-    match answer.await {
-        Ok(response) => Outcome::Answered {
+        |child| {
+            daemon.consensus.add(
+                &parent.id,
+                Member {
+                    model: seat.model.clone(),
+                    phase,
+                    job_id: child.id.clone(),
+                },
+            )
+        },
+    )
+    .await;
+    match answered {
+        Ok((response, took)) => Outcome::Answered {
             text: response.text,
             usage: response.usage,
-            ms: started.elapsed().as_millis() as u64,
+            ms: took.as_millis() as u64,
         },
-        Err(_) => {
-            let snapshot = child.snapshot();
-            Outcome::Failed {
-                error: snapshot
-                    .error
-                    .unwrap_or_else(|| format!("the call ended as {}", snapshot.status.as_str())),
-                partial: snapshot.output,
-                cancelled: snapshot.status == Status::Cancelled,
-            }
-        }
+        Err(snapshot) => Outcome::Failed {
+            error: snapshot
+                .error
+                .unwrap_or_else(|| format!("the call ended as {}", snapshot.status.as_str())),
+            partial: snapshot.output,
+            cancelled: snapshot.status == Status::Cancelled,
+        },
     }
 }
 
@@ -428,6 +393,15 @@ async fn finish(
     });
     if !plan.notes.is_empty() {
         body["notes"] = json!(plan.notes);
+    }
+    let discussion: String = finals
+        .iter()
+        .map(|(i, answer, _)| format!("{}: {answer}\n\n", plan.seats[*i].model))
+        .collect();
+    if let Some(summary) = Summaries::conclude(&daemon, &job, &discussion).await
+        && let (Value::Object(body), Value::Object(summary)) = (&mut body, summary)
+    {
+        body.extend(summary);
     }
     if let Err(e) = &stored {
         tracing::warn!(conversation = %id, error = %e, "consensus round not stored");

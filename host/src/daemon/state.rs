@@ -28,6 +28,8 @@ pub struct DaemonState {
     pub conversations: Conversations,
     /// The model calls of each running `consensus`.
     pub consensus: crate::consensus::Runs,
+    /// AI titles and summaries of `chat` and `consensus` jobs, when on.
+    pub summaries: crate::summaries::Summaries,
     pub registry: Arc<Registry>,
     pub jobs: Jobs,
     pub limits: Limits,
@@ -117,6 +119,7 @@ impl DaemonState {
             paths,
             conversations: Conversations::new(jobs.store(), settings.chat.retention),
             consensus: Default::default(),
+            summaries: crate::summaries::Summaries::new(settings.summarization.clone()),
             settings,
             models,
             registry,

@@ -94,6 +94,71 @@ pub type Finish = Box<
     dyn FnOnce(Response, Arc<Job>) -> futures::future::BoxFuture<'static, CallToolResult> + Send,
 >;
 
+/// How a [`sub_call`] that did not answer ended: its job as it stands
+/// (error, streamed text, status).
+pub type SubCallFailure = crate::jobs::Snapshot;
+
+/// A call made on behalf of `parent` (a consensus model, a summary): a job
+/// of its own (`tool`, `label`; `hash` must be unique to it) that waits its
+/// turn at the limiter of its key and plugin like any call, shows in
+/// `check_status`, and is cancelled with `parent`. `started` sees the job
+/// before it runs. Returns the answer and how long it took.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn sub_call(
+    daemon: &Arc<DaemonState>,
+    parent: &Arc<Job>,
+    tool: &str,
+    label: &str,
+    hash: String,
+    plugin: Arc<LoadedPlugin>,
+    request: Request,
+    started: impl FnOnce(&Arc<Job>),
+) -> Result<(Response, Duration), SubCallFailure> {
+    let child = daemon.jobs.create(
+        tool,
+        label,
+        &json!({"for": parent.id, "model": request.model}),
+        hash,
+        parent.session_id,
+        daemon.settings.deadlines.of(request.output),
+    );
+    child.run_in_background();
+    started(&child);
+    let (answered, answer) = tokio::sync::oneshot::channel::<Response>();
+    let finish: Finish = Box::new(move |response: Response, job: Arc<Job>| {
+        let result = success(response.clone(), OutputKind::Text, &job.id);
+        let _ = answered.send(response);
+        Box::pin(async move { result }) as futures::future::BoxFuture<'static, CallToolResult>
+    });
+    let limiter = daemon.limits.limiter(
+        &plugin.manifest.id,
+        plugin
+            .manifest
+            .default_rate_limit
+            .map(|l| l.requests_per_minute),
+        request.api_key.as_deref(),
+    );
+    let began = Instant::now();
+    tokio::spawn(execute(
+        daemon.clone(),
+        plugin,
+        limiter,
+        child.clone(),
+        request,
+        Some(finish),
+    ));
+    tokio::select! {
+        biased;
+        _ = child.finished() => {}
+        _ = parent.cancelled() => child.request_cancel(),
+    }
+    child.finished().await;
+    match answer.await {
+        Ok(response) => Ok((response, began.elapsed())),
+        Err(_) => Err(child.snapshot()),
+    }
+}
+
 /// Runs `request` as `job` to the end and records the outcome in the job
 /// table; `finish` shapes a successful answer (default: [`success`]).
 pub(crate) async fn execute(

@@ -11,8 +11,11 @@ use serde_json::{Value, json};
 use super::errors::{Code, tool_error};
 use super::output::{char_budget, head};
 use crate::chat::conversation::is_conversation_id;
+use std::sync::Arc;
+
 use crate::daemon::state::DaemonState;
 use crate::jobs::{Snapshot, Status};
+use crate::summaries::Summaries;
 
 /// How many jobs `check_status` lists without an id.
 const RECENT: usize = 10;
@@ -42,7 +45,7 @@ fn page(text: &str, offset: usize, budget: usize) -> (String, Option<usize>) {
 /// `check_status`. `owner` is the caller's key hash, which conversations
 /// are checked against.
 pub fn check_status(
-    daemon: &DaemonState,
+    daemon: &Arc<DaemonState>,
     id: Option<&str>,
     full_history: bool,
     offset: usize,
@@ -54,13 +57,25 @@ pub fn check_status(
             .recent(RECENT)
             .iter()
             .map(|s| {
-                json!({
+                let mut entry = json!({
                     "continuation_id": s.id,
                     "status": s.status.as_str(),
                     "tool": s.tool,
                     "model": s.model,
                     "elapsed_seconds": (s.elapsed_secs() * 10.0).round() / 10.0,
-                })
+                });
+                let title = daemon.summaries.title(&s.id).or_else(|| {
+                    s.result
+                        .as_ref()
+                        .and_then(|r| r.structured_content.as_ref())
+                        .and_then(|b| b.get("title"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                });
+                if let Some(title) = title {
+                    entry["title"] = json!(title);
+                }
+                entry
             })
             .collect();
         let body = json!({ "jobs": jobs });
@@ -81,7 +96,12 @@ pub fn check_status(
 }
 
 /// What `check_status` says about one job.
-fn job_body(daemon: &DaemonState, snapshot: &Snapshot, full_history: bool, offset: usize) -> Value {
+fn job_body(
+    daemon: &Arc<DaemonState>,
+    snapshot: &Snapshot,
+    full_history: bool,
+    offset: usize,
+) -> Value {
     let budget = char_budget(daemon.settings.max_output_tokens).saturating_sub(2_000);
     let mut body = json!({
         "continuation_id": snapshot.id,
@@ -96,6 +116,17 @@ fn job_body(daemon: &DaemonState, snapshot: &Snapshot, full_history: bool, offse
     });
     if let Some(error) = &snapshot.error {
         body["error"] = json!(error);
+    }
+    // Its AI title, and while it runs a summary of the output so far.
+    if !snapshot.status.is_finished()
+        && let Some(job) = daemon.jobs.running(&snapshot.id)
+    {
+        if let Some(title) = daemon.summaries.title(&snapshot.id) {
+            body["title"] = json!(title);
+        }
+        if let Some(summary) = Summaries::partial(daemon, &job) {
+            body["summary"] = json!(summary);
+        }
     }
     // A running consensus: each model call's state and latest text.
     if let Some(members) = daemon.consensus.members(&snapshot.id) {
@@ -149,7 +180,16 @@ fn job_body(daemon: &DaemonState, snapshot: &Snapshot, full_history: bool, offse
         {
             // A chat turn: its usage, tool calls and continuation; a
             // consensus: its phases and outcome.
-            for key in ["continuation", "metadata", "tool_calls", "phases", "notes"] {
+            for key in [
+                "continuation",
+                "metadata",
+                "tool_calls",
+                "phases",
+                "notes",
+                "title",
+                "final_summary",
+                "summary_source",
+            ] {
                 if let Some(v) = structured.get(key) {
                     body[key] = v.clone();
                 }
@@ -168,7 +208,7 @@ fn job_body(daemon: &DaemonState, snapshot: &Snapshot, full_history: bool, offse
 /// conversation, plus its messages with `full_history` (newest first kept
 /// when they do not all fit).
 fn conversation_status(
-    daemon: &DaemonState,
+    daemon: &Arc<DaemonState>,
     id: &str,
     full_history: bool,
     offset: usize,

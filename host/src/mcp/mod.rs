@@ -15,6 +15,8 @@ pub mod tools;
 use std::sync::Arc;
 
 use poe_plugin_api::{Message, OutputKind, Request};
+
+use crate::summaries::Summaries;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
     CreateTaskResult, GetTaskParams, GetTaskResult, Implementation, InitializeRequestParams,
@@ -357,6 +359,21 @@ impl PoeServer {
                 .map(|l| l.requests_per_minute),
             request.api_key.as_deref(),
         );
+        if turn.is_some() {
+            let prompt = args
+                .get("prompt")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let prompt = if prompt.trim().is_empty() {
+                // A turn that only answers tool calls: the results are its request.
+                args.get("tool_results")
+                    .map(Value::to_string)
+                    .unwrap_or_default()
+            } else {
+                prompt.to_string()
+            };
+            Summaries::start_title(&self.daemon, &job, &prompt, request.api_key.clone());
+        }
         // What the client uses to come back: the conversation, or the job.
         let handle = turn
             .as_ref()
@@ -432,6 +449,14 @@ impl PoeServer {
             hash,
             self.session.id,
             deadline,
+        );
+        Summaries::start_title(
+            &self.daemon,
+            &job,
+            args.get("prompt")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            plan.api_key.clone(),
         );
         plan.slot.bind(&job.id);
         if let Err(e) = self
