@@ -3,8 +3,9 @@
 //! plugin) loaded from their .so files. Three models where one fails;
 //! cross-feedback requests that carry the other answers; progress naming
 //! who answered; a follow-up round after the daemon is killed; models from
-//! two plugins; cancel mid-phase keeping what arrived; bad input refused
-//! before any request.
+//! two plugins, exported one file per model and phase; cancel mid-phase
+//! keeping what arrived; bad input refused before any request; AI titles
+//! and summaries on, off and failing, and for a running job.
 
 use std::time::Duration;
 
@@ -197,11 +198,33 @@ async fn models_from_two_plugins_in_one_consensus() {
     let answer = shim
         .call_tool(
             "consensus",
-            json!({"prompt": "hello", "models": ["echo", "GPT-5"]}),
+            json!({"prompt": "hello", "models": ["echo", "GPT-5"], "export": true}),
         )
         .await;
     let b = body(&answer);
     assert_eq!(b["status"], "consensus_complete", "{answer}");
+    // Exported: one response file per model and phase.
+    let folder = std::path::PathBuf::from(b["export_path"].as_str().unwrap());
+    assert!(folder.ends_with(b["continuation"]["id"].as_str().unwrap()));
+    for name in [
+        "1_request.txt",
+        "1_response_echo_initial.txt",
+        "1_response_echo_refined.txt",
+        "1_response_GPT-5_initial.txt",
+        "1_response_GPT-5_refined.txt",
+    ] {
+        assert!(
+            folder.join(name).is_file(),
+            "{name} in {}",
+            folder.display()
+        );
+    }
+    let initial = std::fs::read_to_string(folder.join("1_response_GPT-5_initial.txt")).unwrap();
+    assert_eq!(initial.trim(), "Echo from GPT-5: hello");
+    let metadata: Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("metadata.json")).unwrap())
+            .unwrap();
+    assert_eq!(metadata["turns"][0]["answers"].as_array().unwrap().len(), 2);
     let providers: Vec<&str> = b["phases"]["initial"]
         .as_array()
         .unwrap()

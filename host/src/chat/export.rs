@@ -1,6 +1,7 @@
 //! `export: true`: a conversation written out as files, in Converse's
 //! layout: `<dir>/<continuation_id>/1_request.txt`, `1_response.txt`, …,
-//! `metadata.json`.
+//! `metadata.json`. A `consensus` round has one response file per model
+//! and phase: `1_response_<model>_initial.txt`, `…_refined.txt`.
 //!
 //! Each file is written to a temporary name in the same folder and renamed
 //! into place, so a reader never sees half a file. The folder name is the
@@ -15,11 +16,12 @@ use serde_json::{Value, json};
 use super::conversation::is_conversation_id;
 use crate::store::{ConversationRow, MessageRow};
 
-/// One turn: what was sent and what came back.
+/// One turn: what was sent and what came back (one answer per model of a
+/// consensus round).
 struct Turn<'a> {
     number: u64,
     sent: Vec<&'a MessageRow>,
-    answer: Option<&'a MessageRow>,
+    answers: Vec<&'a MessageRow>,
 }
 
 fn turns(messages: &[MessageRow]) -> Vec<Turn<'_>> {
@@ -29,12 +31,12 @@ fn turns(messages: &[MessageRow]) -> Vec<Turn<'_>> {
             turns.push(Turn {
                 number: m.turn,
                 sent: Vec::new(),
-                answer: None,
+                answers: Vec::new(),
             });
         }
         let turn = turns.last_mut().expect("pushed above");
         if m.role == "assistant" {
-            turn.answer = Some(m);
+            turn.answers.push(m);
         } else {
             turn.sent.push(m);
         }
@@ -116,24 +118,54 @@ pub fn export(
             &format!("{}_request.txt", turn.number),
             request_text(turn).as_bytes(),
         )?;
-        if let Some(answer) = turn.answer {
-            write_atomic(
-                &folder,
-                &format!("{}_response.txt", turn.number),
-                response_text(answer).as_bytes(),
-            )?;
+        let meta_of = |a: &MessageRow| -> Value {
+            a.meta
+                .as_deref()
+                .and_then(|m| serde_json::from_str(m).ok())
+                .unwrap_or(Value::Null)
+        };
+        match turn.answers.as_slice() {
+            [] => listed.push(json!({"turn": turn.number})),
+            [answer] => {
+                write_atomic(
+                    &folder,
+                    &format!("{}_response.txt", turn.number),
+                    response_text(answer).as_bytes(),
+                )?;
+                listed.push(json!({
+                    "turn": turn.number,
+                    "model": answer.model,
+                    "provider": answer.provider,
+                    "metadata": meta_of(answer),
+                }));
+            }
+            several => {
+                let mut answers = Vec::new();
+                for answer in several {
+                    let meta = meta_of(answer);
+                    let model = file_part(answer.model.as_deref().unwrap_or("model"));
+                    let phase = meta["phase"].as_str().unwrap_or("initial");
+                    if let Some(initial) = meta["initial"].as_str().filter(|_| phase == "refined") {
+                        write_atomic(
+                            &folder,
+                            &format!("{}_response_{model}_initial.txt", turn.number),
+                            format!("{initial}\n").as_bytes(),
+                        )?;
+                    }
+                    write_atomic(
+                        &folder,
+                        &format!("{}_response_{model}_{phase}.txt", turn.number),
+                        response_text(answer).as_bytes(),
+                    )?;
+                    answers.push(json!({
+                        "model": answer.model,
+                        "provider": answer.provider,
+                        "metadata": meta,
+                    }));
+                }
+                listed.push(json!({"turn": turn.number, "answers": answers}));
+            }
         }
-        let meta: Value = turn
-            .answer
-            .and_then(|a| a.meta.as_deref())
-            .and_then(|m| serde_json::from_str(m).ok())
-            .unwrap_or(Value::Null);
-        listed.push(json!({
-            "turn": turn.number,
-            "model": turn.answer.and_then(|a| a.model.clone()),
-            "provider": turn.answer.and_then(|a| a.provider.clone()),
-            "metadata": meta,
-        }));
     }
     let metadata = json!({
         "continuation_id": conversation.id,
@@ -152,6 +184,21 @@ pub fn export(
             .as_bytes(),
     )?;
     Ok(folder)
+}
+
+/// A model name as part of a file name: letters, digits, `-`, `.`, `_`.
+fn file_part(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        .trim_start_matches('.')
+        .to_string()
 }
 
 fn rfc3339(ms: u64) -> String {

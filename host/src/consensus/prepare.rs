@@ -59,6 +59,8 @@ pub struct ConsensusArgs {
     pub reasoning_effort: Option<String>,
     #[serde(default, rename = "async")]
     pub run_async: bool,
+    #[serde(default)]
+    pub export: bool,
 }
 
 /// One model of the consensus, ready to be asked.
@@ -97,6 +99,8 @@ pub struct Plan {
     pub api_key: Option<String>,
     pub cwd: Option<String>,
     pub run_async: bool,
+    /// Write the conversation to files after the round (see `chat::export`).
+    pub export: bool,
     /// What was adjusted (duplicates dropped), for the result.
     pub notes: Vec<String>,
     /// The settings as the result reports them.
@@ -301,6 +305,7 @@ pub fn prepare(
         api_key: session.api_key.clone(),
         cwd: session.cwd.clone(),
         run_async: args.run_async,
+        export: args.export,
         notes,
         settings,
     })

@@ -362,17 +362,36 @@ async fn finish(
         rows.push(answer);
     }
     let message_count = plan.history_len + rows.len();
+    let export_dir = plan.export.then(|| {
+        daemon
+            .settings
+            .chat
+            .export_dir
+            .clone()
+            .unwrap_or_else(|| daemon.paths.exports())
+    });
+    // Stored, then exported when asked; `Ok(Some(folder))` after an export.
     let stored = {
         let daemon = daemon.clone();
-        tokio::task::spawn_blocking(move || {
-            daemon
-                .conversations
-                .store()
-                .append_turn(&conversation, &rows)
+        tokio::task::spawn_blocking(move || -> Result<Option<std::path::PathBuf>, String> {
+            let store = daemon.conversations.store();
+            store.append_turn(&conversation, &rows).map_err(|e| {
+                format!(
+                    "the round could not be saved ({e}); continuing this conversation will miss it"
+                )
+            })?;
+            let Some(dir) = export_dir else {
+                return Ok(None);
+            };
+            let messages = store
+                .messages(&conversation.id)
+                .map_err(|e| format!("export failed: {e}"))?;
+            crate::chat::export::export(&dir, &conversation, &messages)
+                .map(Some)
+                .map_err(|e| format!("export to {} failed: {e}", dir.display()))
         })
         .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()))
+        .unwrap_or_else(|e| Err(format!("saving the round failed: {e}")))
     };
     drop(plan.slot);
 
@@ -403,11 +422,13 @@ async fn finish(
     {
         body.extend(summary);
     }
-    if let Err(e) = &stored {
-        tracing::warn!(conversation = %id, error = %e, "consensus round not stored");
-        body["warning"] = json!(format!(
-            "the round could not be saved ({e}); continuing this conversation will miss it"
-        ));
+    match &stored {
+        Ok(Some(folder)) => body["export_path"] = json!(folder.display().to_string()),
+        Ok(None) => {}
+        Err(warning) => {
+            tracing::warn!(conversation = %id, %warning, "consensus round");
+            body["warning"] = json!(warning);
+        }
     }
     let mut text = String::new();
     for (i, answer, meta) in &finals {

@@ -179,6 +179,7 @@ fn consensus_tool() -> Tool {
                     "description": "Reasoning effort for models that take it."
                 },
                 "async": async_schema(),
+                "export": { "type": "boolean", "description": "Also write the conversation to files, one response file per model and phase (<export dir>/<continuation_id>/1_request.txt, 1_response_<model>_initial.txt, 1_response_<model>_refined.txt, ..., metadata.json); the result names the folder in export_path." },
             },
             "required": ["prompt", "models"],
             "additionalProperties": false
