@@ -21,6 +21,9 @@
 //! summarization = true            # AI titles and summaries of chat/consensus jobs
 //! summarization_model = "haiku"   # the model that writes them
 //!
+//! [consensus]         # the `consensus` tool
+//! max_models = 8
+//!
 //! [chat]              # conversations, files and export of the `chat` tool
 //! retention_days = 3
 //! roots = ["~/notes"]
@@ -62,6 +65,9 @@ pub struct ConfigFile {
     /// The `chat` tool's conversations, files and export.
     #[serde(default)]
     pub chat: ChatSection,
+    /// The `consensus` tool.
+    #[serde(default)]
+    pub consensus: ConsensusSection,
     /// AI titles and summaries of `chat` and `consensus` jobs
     /// (`ENABLE_RESPONSE_SUMMARIZATION` wins).
     pub summarization: Option<bool>,
@@ -79,6 +85,14 @@ pub struct ModelsSection {
     pub audio: Option<String>,
     /// Models `auto` tries, in order of preference.
     pub auto: Option<Vec<String>>,
+}
+
+/// `[consensus]`: limits of the `consensus` tool.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsensusSection {
+    /// The most models one consensus may name (default 8).
+    pub max_models: Option<usize>,
 }
 
 /// `[chat]`: conversation retention, file roots and caps, export dir.
@@ -169,6 +183,19 @@ impl ConfigFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readme_example_is_a_valid_file() {
+        let readme = include_str!("../../../README.md");
+        let marker = "```toml\n# AI titles";
+        let start = readme.find(marker).expect("the config.toml example") + "```toml\n".len();
+        let end = start + readme[start..].find("```").expect("its end");
+        let file: ConfigFile =
+            toml::from_str(&readme[start..end]).expect("the README's config.toml parses");
+        assert_eq!(file.summarization, Some(true));
+        assert_eq!(file.consensus.max_models, Some(8));
+        assert_eq!(file.aliases["fast"], "GPT-5-mini");
+    }
 
     #[test]
     fn reads_limits_and_reports_mistakes_with_the_path() {

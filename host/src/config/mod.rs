@@ -134,6 +134,8 @@ pub struct Settings {
     pub chat: crate::chat::ChatSettings,
     /// AI titles and summaries: the model that writes them, when on.
     pub summarization: Option<String>,
+    /// The most models one `consensus` may name.
+    pub consensus_max_models: usize,
 }
 
 impl Settings {
@@ -165,6 +167,7 @@ impl Settings {
             deadlines: Deadlines::default(),
             chat: crate::chat::ChatSettings::default(),
             summarization: None,
+            consensus_max_models: crate::consensus::MAX_MODELS,
         }
     }
 
@@ -174,6 +177,11 @@ impl Settings {
             deadlines: Deadlines::load(&file.deadlines),
             chat: crate::chat::ChatSettings::load(&file.chat),
             summarization: summarization(file, |k| std::env::var(k).ok()),
+            consensus_max_models: file
+                .consensus
+                .max_models
+                .filter(|n| *n > 0)
+                .unwrap_or(crate::consensus::MAX_MODELS),
             ..Self::from_env()
         }
     }

@@ -16,7 +16,7 @@ pub mod run;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// The most models one consensus asks.
+/// The most models one consensus asks unless `[consensus] max_models` says.
 pub const MAX_MODELS: usize = 8;
 
 /// The instruction of phase 2, after the other models' answers.

@@ -11,7 +11,6 @@ use rmcp::model::CallToolResult;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::MAX_MODELS;
 use crate::chat::args::{Refusal, Sampling};
 use crate::chat::conversation::{TurnSlot, to_message};
 use crate::chat::files::{InputRules, read_files, read_images};
@@ -232,11 +231,12 @@ pub fn prepare(
             format!("unknown models, nothing was sent: {}", unknown.join("; ")),
         ));
     }
-    if seats.len() > MAX_MODELS {
+    let max = daemon.settings.consensus_max_models;
+    if seats.len() > max {
         return Err(tool_error(
             Code::InvalidArgument,
             format!(
-                "a consensus asks at most {MAX_MODELS} models; {} were named",
+                "a consensus asks at most {max} models (config.toml [consensus] max_models); {} were named",
                 seats.len()
             ),
         ));
