@@ -17,6 +17,15 @@ fn show(label: &str, value: &Value) {
     );
 }
 
+/// `answer` if the tool succeeded; otherwise the demo stops with its error.
+fn checked(answer: Value) -> Value {
+    if answer["result"]["isError"] == true || answer.get("error").is_some() {
+        eprintln!("the call failed: {}", result_text(&answer));
+        std::process::exit(1);
+    }
+    answer
+}
+
 #[tokio::main]
 async fn main() {
     println!("building poe-code, poe-coded and the plugins…");
@@ -48,8 +57,16 @@ async fn main() {
     };
     let text_bot = std::env::var("DEMO_BOT").unwrap_or_else(|_| "Claude-Sonnet-4.5".into());
 
+    // Agent 1 works in a project folder (files it attaches must be inside).
+    let project = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        project.path().join("plan.md"),
+        "1. one daemon\n2. many agents\n3. shared limits\n",
+    )
+    .expect("write demo file");
+
     println!("\n$ poe-code mcp run   (the first shim starts the shared daemon)");
-    let mut agent = env.shim().await;
+    let mut agent = env.shim_in(project.path()).await;
     let init = agent.initialize("poe-code-demo").await;
     show("initialize", &init["result"]["serverInfo"]);
 
@@ -97,23 +114,19 @@ async fn main() {
     let mut second = env.shim().await;
     second.initialize("second-agent").await;
 
-    println!("\n-> agent 1 starts a conversation with chat, attaching a file");
-    let files = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        files.path().join("plan.md"),
-        "1. one daemon\n2. many agents\n3. shared limits\n",
-    )
-    .expect("write demo file");
-    let first = agent
-        .call_tool(
-            "chat",
-            json!({
-                "prompt": "Which step of this plan matters most?",
-                "model": text_bot,
-                "files": [files.path().join("plan.md")],
-            }),
-        )
-        .await;
+    println!("\n-> agent 1 starts a conversation with chat, attaching plan.md from its folder");
+    let first = checked(
+        agent
+            .call_tool(
+                "chat",
+                json!({
+                    "prompt": "Which step of this plan matters most?",
+                    "model": text_bot,
+                    "files": ["plan.md"],
+                }),
+            )
+            .await,
+    );
     let chat = &first["result"]["structuredContent"];
     let conversation = chat["continuation"]["id"]
         .as_str()
@@ -123,15 +136,44 @@ async fn main() {
     show("   continuation", &chat["continuation"]);
     show("   metadata", &chat["metadata"]);
     println!("-> agent 2 continues the same conversation (continuation_id {conversation})");
-    let next = second
-        .call_tool(
-            "chat",
-            json!({"prompt": "And which one is second?", "continuation_id": conversation}),
-        )
-        .await;
+    let next = checked(
+        second
+            .call_tool(
+                "chat",
+                json!({"prompt": "And which one is second?", "continuation_id": conversation}),
+            )
+            .await,
+    );
     let chat = &next["result"]["structuredContent"];
     println!("<- {}", chat["content"]);
     show("   continuation", &chat["continuation"]);
+
+    println!(
+        "\n-> agent 2 asks three models at once, each refining after seeing the others (consensus)"
+    );
+    let consensus = checked(
+        second
+            .call_tool(
+                "consensus",
+                json!({"prompt": "In one sentence: which sorting algorithm should a standard library use?",
+                       "models": ["sonnet", "gpt", "gemini"]}),
+            )
+            .await,
+    );
+    let body = &consensus["result"]["structuredContent"];
+    println!(
+        "<- {}: {} models, {} answered, {} refined",
+        body["status"],
+        body["models_consulted"],
+        body["successful_initial_responses"],
+        body["refined_responses"]
+    );
+    for answer in body["phases"]["refined"].as_array().into_iter().flatten() {
+        let text = answer["response"].as_str().unwrap_or_default();
+        let first_line = text.lines().next().unwrap_or_default();
+        let shown: String = first_line.chars().take(100).collect();
+        println!("   {} (refined): {shown}…", answer["model"]);
+    }
 
     println!("\n-> agent 1 starts a job in the background (async: true)");
     let started = agent
