@@ -323,18 +323,22 @@ async fn seed_conversation(
 async fn chat_turns(env: &TestEnv, base_url: &str, history: usize, calls: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut files = Vec::new();
-    let mut file_text = String::new();
     for i in 0..5 {
         let name = format!("module{i}.rs");
         let text: String = (0..40)
             .map(|l| format!("fn function_{i}_{l}() -> u32 {{ {l} }}\n"))
             .collect();
         std::fs::write(dir.path().join(&name), &text).expect("write file");
-        file_text.push_str(&text);
         files.push(name);
     }
     let mut session = env.shim_in(dir.path()).await;
     session.initialize("bench-chat").await;
+    let rules = poe_code::chat::files::InputRules {
+        cwd: Some(dir.path().to_path_buf()),
+        roots: Vec::new(),
+        max_file_bytes: 1 << 20,
+        max_image_bytes: 10 << 20,
+    };
     let model = "Claude-Sonnet-4.5";
     let client = reqwest::Client::new();
     let url = format!("{base_url}/chat/completions");
@@ -345,7 +349,10 @@ async fn chat_turns(env: &TestEnv, base_url: &str, history: usize, calls: usize)
     for i in 0..calls + 3 {
         let (id, mut sent) = seed_conversation(&mut session, model, history).await;
         let prompt = format!("what do these files do? ({i})");
-        sent.push(json!({"role": "user", "content": format!("{prompt}\n\n{file_text}")}));
+        // The message exactly as poe-code builds it (numbered file blocks).
+        let read = poe_code::chat::files::read_files(&files, &rules).expect("read files");
+        let content = poe_code::chat::turn::user_row(&prompt, read, Vec::new(), 1).content;
+        sent.push(json!({"role": "user", "content": content}));
         let body = json!({
             "model": model, "messages": sent, "stream": true,
             "stream_options": {"include_usage": true}
