@@ -28,6 +28,7 @@ async fn lists_the_tools_with_strict_schemas() {
             "generate_video",
             "generate_audio",
             "chat",
+            "consensus",
             "check_status",
             "cancel_job",
             "list_models"
