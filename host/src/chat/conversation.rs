@@ -102,6 +102,25 @@ impl Conversations {
         })
     }
 
+    /// Conversation `id` with its messages, claimed for one turn: refused
+    /// while another turn runs in it, or when `owner` may not continue it.
+    pub fn continue_turn(
+        &self,
+        id: &str,
+        owner: &str,
+    ) -> Result<(ConversationRow, Vec<MessageRow>, TurnSlot), Refusal> {
+        let slot = self.claim(id).ok_or_else(|| {
+            refusal(
+                Code::ConversationBusy,
+                format!(
+                    "conversation '{id}' is still answering its previous turn; wait for it (check_status with this continuation_id) or cancel it (cancel_job)"
+                ),
+            )
+        })?;
+        let (row, messages) = self.load(id, owner)?;
+        Ok((row, messages, slot))
+    }
+
     /// The job of the turn running in conversation `id`, if any.
     pub fn running_job(&self, id: &str) -> Option<String> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());

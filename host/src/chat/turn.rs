@@ -185,15 +185,7 @@ pub fn prepare(
     // The conversation to continue, claimed so no other turn runs in it.
     let existing = match &args.continuation_id {
         Some(id) => {
-            let slot = conversations.claim(id).ok_or_else(|| {
-                tool_error(
-                    Code::ConversationBusy,
-                    format!(
-                        "conversation '{id}' is still answering its previous turn; wait for it (check_status with this continuation_id) or cancel it (cancel_job)"
-                    ),
-                )
-            })?;
-            let (row, messages) = conversations.load(id, &owner).map_err(refused)?;
+            let (row, messages, slot) = conversations.continue_turn(id, &owner).map_err(refused)?;
             Some(((row, messages), slot))
         }
         None => None,

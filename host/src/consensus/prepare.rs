@@ -257,15 +257,7 @@ pub fn prepare(
     let conversations = &daemon.conversations;
     let (conversation, slot, rows) = match &args.continuation_id {
         Some(id) => {
-            let slot = conversations.claim(id).ok_or_else(|| {
-                tool_error(
-                    Code::ConversationBusy,
-                    format!(
-                        "conversation '{id}' is still answering its previous turn; wait for it (check_status with this continuation_id) or cancel it (cancel_job)"
-                    ),
-                )
-            })?;
-            let (row, rows) = conversations.load(id, &owner).map_err(refused)?;
+            let (row, rows, slot) = conversations.continue_turn(id, &owner).map_err(refused)?;
             (row, slot, rows)
         }
         None => {

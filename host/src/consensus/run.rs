@@ -232,6 +232,18 @@ fn entry(seat: &Seat, text: &str, usage: &Option<Usage>, ms: u64) -> Value {
     })
 }
 
+/// One model call that did not answer, in `phases.failed`.
+fn failure(seat: &Seat, phase: &str, error: &str, partial: &str, cancelled: bool) -> Value {
+    json!({
+        "model": seat.model,
+        "provider": seat.provider(),
+        "phase": phase,
+        "status": if cancelled { "cancelled" } else { "failed" },
+        "error": error,
+        "partial_response": partial,
+    })
+}
+
 /// Stores the round, shapes the answer, finishes the job.
 async fn finish(
     daemon: Arc<DaemonState>,
@@ -261,14 +273,7 @@ async fn finish(
                 error,
                 partial,
                 cancelled,
-            } => failed.push(json!({
-                "model": seat.model,
-                "provider": seat.provider(),
-                "phase": "initial",
-                "status": if *cancelled { "cancelled" } else { "failed" },
-                "error": error,
-                "partial_response": partial,
-            })),
+            } => failed.push(failure(seat, "initial", error, partial, *cancelled)),
         }
     }
     for (i, outcome) in &refined {
@@ -285,14 +290,7 @@ async fn finish(
                 error,
                 partial,
                 cancelled,
-            } => failed.push(json!({
-                "model": seat.model,
-                "provider": seat.provider(),
-                "phase": "refined",
-                "status": if *cancelled { "cancelled" } else { "failed" },
-                "error": error,
-                "partial_response": partial,
-            })),
+            } => failed.push(failure(seat, "refined", error, partial, *cancelled)),
         }
     }
     let id = plan.slot.conversation_id().to_string();
