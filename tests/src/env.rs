@@ -37,6 +37,15 @@ pub fn plugin<'a>(status: &'a serde_json::Value, id: &str) -> Option<&'a serde_j
 }
 
 /// The API key tests send unless they set another.
+/// Sends SIGKILL to `pid`.
+pub fn kill9(pid: u64) {
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -9 {pid} failed");
+}
+
 pub const TEST_API_KEY: &str = "test-key-0123456789abcdef";
 
 impl TestEnv {
@@ -205,6 +214,23 @@ impl TestEnv {
             String::from_utf8_lossy(&out.stderr)
         );
         Some(serde_json::from_slice(&out.stdout).expect("status JSON"))
+    }
+
+    /// Kills the running daemon with SIGKILL (no cleanup, as a crash) and
+    /// waits until it is gone: a line written while the dying daemon still
+    /// holds its socket may have been read, so a shim rightly reports it
+    /// lost rather than sending it again. Returns the dead daemon's pid.
+    pub fn kill_daemon(&self) -> u64 {
+        let pid = self.status().expect("a daemon runs")["pid"]
+            .as_u64()
+            .expect("status has a pid");
+        kill9(pid);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.status().is_some() {
+            assert!(Instant::now() < deadline, "the daemon never died");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        pid
     }
 
     /// Waits until `status` satisfies `pred`, returning the last status.

@@ -81,14 +81,6 @@ fn sent_messages(requests: &[Value], n: usize) -> Vec<(String, String)> {
         .collect()
 }
 
-fn kill(pid: u64) {
-    let status = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_conversation_continues_from_another_session_and_after_a_daemon_kill() {
     let (fake, env) = fake_env(&["poe-openai"]).await;
@@ -133,19 +125,7 @@ async fn a_conversation_continues_from_another_session_and_after_a_daemon_kill()
     );
 
     // The daemon dies; the conversation is in the store.
-    let pid = env.status().unwrap()["pid"].as_u64().unwrap();
-    kill(pid);
-    // Wait until the socket is closed: a line written while the dying daemon
-    // still holds it may have been read, so the shim rightly reports it lost
-    // rather than sending it again.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while env.status().is_some() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the daemon never died"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let pid = env.kill_daemon();
     let third = codex
         .call_tool(
             "chat",

@@ -54,14 +54,6 @@ fn models_of(phase: &Value) -> Vec<String> {
         .collect()
 }
 
-fn kill(pid: u64) {
-    let status = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn three_models_one_fails_the_others_refine_and_a_later_round_continues_after_a_restart() {
     let (fake, env) = fake_env(&["poe-openai"]).await;
@@ -140,15 +132,7 @@ async fn three_models_one_fails_the_others_refine_and_a_later_round_continues_af
         b["continuation"]["messageCount"], 3,
         "the question and two answers"
     );
-    let pid = env.status().expect("daemon runs")["pid"].as_u64().unwrap();
-    kill(pid);
-    // Gone before the next session starts a new one.
-    for _ in 0..400 {
-        if env.status().is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    env.kill_daemon();
     let mut again = session(&env, "codex").await;
     let follow = again
         .call_tool(

@@ -7,14 +7,6 @@ use serde_json::json;
 use testkit::TestEnv;
 use testkit::client::result_text;
 
-fn kill(pid: u64) {
-    let status = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn next_request_after_daemon_death_succeeds() {
     let env = TestEnv::new(&["echo-plugin", "faulty-plugin"]);
@@ -31,7 +23,7 @@ async fn next_request_after_daemon_death_succeeds() {
         .await;
     shim.wait_for(|m| m["method"] == "notifications/progress")
         .await;
-    kill(first);
+    testkit::env::kill9(first);
     let lost = shim.response(&id).await;
     assert_eq!(lost["error"]["code"], -32603, "{lost}");
 

@@ -256,15 +256,6 @@ fn store_holds(env: &TestEnv, needle: &str) -> bool {
     })
 }
 
-fn kill(pid: u64) {
-    let ok = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_survive_a_daemon_restart() {
     let env = TestEnv::new(&["faulty-plugin", "echo-plugin"]);
@@ -297,7 +288,7 @@ async fn jobs_survive_a_daemon_restart() {
         assert!(std::time::Instant::now() < deadline, "never checkpointed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    kill(env.status().unwrap()["pid"].as_u64().unwrap());
+    testkit::env::kill9(env.status().unwrap()["pid"].as_u64().unwrap());
 
     let mut after = env.shim().await;
     after.initialize("after-restart").await;
