@@ -317,6 +317,18 @@ pub struct ToolCall {
     pub arguments: String,
 }
 
+impl ToolCall {
+    /// The call in OpenAI's shape, which Poe's APIs and fastapi_poe use too:
+    /// `{"id", "type": "function", "function": {"name", "arguments"}}`.
+    pub fn openai_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        })
+    }
+}
+
 /// Log level of a [`Event::Log`].
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

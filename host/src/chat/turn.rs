@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use poe_plugin_api::{
-    Attachment, Message, Options, OutputKind, Request, Response, Role, attachment_kind,
+    Attachment, Message, Options, OutputKind, Request, Response, Role, ToolCall, attachment_kind,
 };
 use rmcp::model::{CallToolResult, ContentBlock, MetaObject};
 use serde_json::{Value, json};
@@ -503,13 +503,7 @@ impl Turn {
             let calls: Vec<Value> = response
                 .tool_calls
                 .iter()
-                .map(|c| {
-                    json!({
-                        "id": c.id,
-                        "type": "function",
-                        "function": {"name": c.name, "arguments": c.arguments},
-                    })
-                })
+                .map(ToolCall::openai_json)
                 .collect();
             body["tool_calls"] = Value::Array(calls);
             if !text.is_empty() {

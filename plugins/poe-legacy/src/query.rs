@@ -22,7 +22,7 @@
 //! (`skip_system_prompt`, `logit_bias`, `adopt_current_bot_name`,
 //! `language_code`) are taken from `params` by their own names.
 
-use poe_plugin_api::{ErrorKind, Message, PluginError, Request, Role};
+use poe_plugin_api::{ErrorKind, Message, PluginError, Request, Role, ToolCall};
 use serde_json::{Map, Value, json};
 
 /// fastapi_poe's `PROTOCOL_VERSION`.
@@ -192,17 +192,7 @@ fn tool_round(messages: &[Message]) -> Option<(usize, Value, Value)> {
     if answers == 0 || asked.role != Role::Assistant || asked.tool_calls.is_empty() {
         return None;
     }
-    let calls: Vec<Value> = asked
-        .tool_calls
-        .iter()
-        .map(|c| {
-            json!({
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.name, "arguments": c.arguments},
-            })
-        })
-        .collect();
+    let calls: Vec<Value> = asked.tool_calls.iter().map(ToolCall::openai_json).collect();
     let results: Vec<Value> = messages[split + 1..]
         .iter()
         .map(|m| {

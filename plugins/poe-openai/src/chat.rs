@@ -23,6 +23,7 @@
 
 use poe_plugin_api::{
     Attachment, Event, LogLevel, Message, OutputKind, PluginError, Request, Response, Role,
+    ToolCall,
 };
 use serde_json::{Map, Value, json};
 
@@ -89,13 +90,7 @@ fn message_json(message: &Message) -> Value {
         let calls: Vec<Value> = message
             .tool_calls
             .iter()
-            .map(|c| {
-                json!({
-                    "id": c.id,
-                    "type": "function",
-                    "function": {"name": c.name, "arguments": c.arguments},
-                })
-            })
+            .map(ToolCall::openai_json)
             .collect();
         out.insert("tool_calls".into(), Value::Array(calls));
         // OpenAI's shape: an assistant turn that only calls tools has null content.
