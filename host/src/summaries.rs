@@ -244,12 +244,7 @@ async fn ask(
 ) -> Option<String> {
     let model = daemon.summaries.model.clone()?;
     let registry = &daemon.registry;
-    let route_of = |name: &str| {
-        registry
-            .route(name)
-            .ok()
-            .map(|r| r.plugin.manifest.id.clone())
-    };
+    let route_of = |name: &str| registry.plugin_of(name);
     let resolved = daemon.models.resolve(Some(&model), false, &route_of).ok()?;
     let route = match registry.route(&resolved.model) {
         Ok(route) => route,

@@ -36,6 +36,18 @@ pub struct InputRules {
     pub max_image_bytes: u64,
 }
 
+impl InputRules {
+    /// The rules for a session working in `cwd`, from the `[chat]` settings.
+    pub fn for_session(chat: &super::ChatSettings, cwd: Option<&str>) -> Self {
+        Self {
+            cwd: cwd.map(PathBuf::from),
+            roots: chat.roots.clone(),
+            max_file_bytes: chat.max_file_bytes,
+            max_image_bytes: chat.max_image_bytes,
+        }
+    }
+}
+
 /// One attached file, ready for the model.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FileInput {

@@ -216,13 +216,7 @@ pub fn prepare(
     check_tool_results(&args.tool_results, &pending).map_err(refused)?;
 
     // The model: as named, else the conversation's, else `auto`.
-    let route_of = |name: &str| {
-        daemon
-            .registry
-            .route(name)
-            .ok()
-            .map(|r| r.plugin.manifest.id.clone())
-    };
+    let route_of = |name: &str| daemon.registry.plugin_of(name);
     let sticky = existing
         .as_ref()
         .and_then(|(row, _)| row.model.clone())
@@ -245,12 +239,7 @@ pub fn prepare(
     let provider = plugin.manifest.id.clone();
 
     // Files and images, read before anything is sent.
-    let rules = InputRules {
-        cwd: session.cwd.as_ref().map(std::path::PathBuf::from),
-        roots: daemon.settings.chat.roots.clone(),
-        max_file_bytes: daemon.settings.chat.max_file_bytes,
-        max_image_bytes: daemon.settings.chat.max_image_bytes,
-    };
+    let rules = InputRules::for_session(&daemon.settings.chat, session.cwd.as_deref());
     let files = read_files(&args.files, &rules).map_err(|e| tool_error(e.code, e.message))?;
     let images = read_images(&args.images, &rules).map_err(|e| tool_error(e.code, e.message))?;
 

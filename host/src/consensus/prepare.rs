@@ -177,12 +177,7 @@ pub fn prepare(
 
     // Models: resolved, routed, deduplicated, capped; unknown ones named.
     let registry = &daemon.registry;
-    let route_of = |name: &str| {
-        registry
-            .route(name)
-            .ok()
-            .map(|r| r.plugin.manifest.id.clone())
-    };
+    let route_of = |name: &str| registry.plugin_of(name);
     let needs_vision = !args.images.is_empty();
     let mut seats: Vec<Seat> = Vec::new();
     let mut notes = Vec::new();
@@ -243,12 +238,7 @@ pub fn prepare(
     }
 
     // Files and images, read before anything is sent.
-    let rules = InputRules {
-        cwd: session.cwd.as_ref().map(std::path::PathBuf::from),
-        roots: daemon.settings.chat.roots.clone(),
-        max_file_bytes: daemon.settings.chat.max_file_bytes,
-        max_image_bytes: daemon.settings.chat.max_image_bytes,
-    };
+    let rules = InputRules::for_session(&daemon.settings.chat, session.cwd.as_deref());
     let files = read_files(&args.files, &rules).map_err(|e| tool_error(e.code, e.message))?;
     let images = read_images(&args.images, &rules).map_err(|e| tool_error(e.code, e.message))?;
 

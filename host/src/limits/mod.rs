@@ -247,6 +247,20 @@ impl Limits {
         }
     }
 
+    /// The limiter of a call to `plugin` with `api_key`, at the plugin's
+    /// declared limit unless overridden.
+    pub fn for_plugin(
+        &self,
+        plugin: &crate::plugins::LoadedPlugin,
+        api_key: Option<&str>,
+    ) -> Arc<Limiter> {
+        let declared = plugin
+            .manifest
+            .default_rate_limit
+            .map(|l| l.requests_per_minute);
+        self.limiter(&plugin.manifest.id, declared, api_key)
+    }
+
     /// The limiter for `plugin` used with `api_key`.
     pub fn limiter(
         &self,

@@ -130,14 +130,9 @@ pub(crate) async fn sub_call(
         let _ = answered.send(response);
         Box::pin(async move { result }) as futures::future::BoxFuture<'static, CallToolResult>
     });
-    let limiter = daemon.limits.limiter(
-        &plugin.manifest.id,
-        plugin
-            .manifest
-            .default_rate_limit
-            .map(|l| l.requests_per_minute),
-        request.api_key.as_deref(),
-    );
+    let limiter = daemon
+        .limits
+        .for_plugin(&plugin, request.api_key.as_deref());
     let began = Instant::now();
     tokio::spawn(execute(
         daemon.clone(),

@@ -140,12 +140,7 @@ impl PoeServer {
         }
         // Aliases and `auto` mean the same here as in `chat`.
         let registry = &self.daemon.registry;
-        let route = |name: &str| {
-            registry
-                .route(name)
-                .ok()
-                .map(|r| r.plugin.manifest.id.clone())
-        };
+        let route = |name: &str| registry.plugin_of(name);
         let model = self
             .daemon
             .models
@@ -351,14 +346,10 @@ impl PoeServer {
             self.session.id,
             self.daemon.settings.deadlines.of(request.output),
         );
-        let limiter = self.daemon.limits.limiter(
-            &plugin.manifest.id,
-            plugin
-                .manifest
-                .default_rate_limit
-                .map(|l| l.requests_per_minute),
-            request.api_key.as_deref(),
-        );
+        let limiter = self
+            .daemon
+            .limits
+            .for_plugin(&plugin, request.api_key.as_deref());
         if turn.is_some() {
             let prompt = args
                 .get("prompt")

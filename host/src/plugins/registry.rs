@@ -344,6 +344,11 @@ impl Registry {
         self.plugins.load_full()
     }
 
+    /// The id of the plugin that would serve `model`, if any.
+    pub fn plugin_of(&self, model: &str) -> Option<String> {
+        self.route(model).ok().map(|r| r.plugin.manifest.id.clone())
+    }
+
     /// The plugin that serves `model`, and the name to send it.
     pub fn route(&self, model: &str) -> Result<Route, RouteError> {
         let plugins = self.plugins.load();
