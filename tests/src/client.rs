@@ -187,6 +187,15 @@ impl McpClient {
         taken
     }
 
+    /// Removes the progress notifications received so far and returns
+    /// their messages, in order.
+    pub fn take_progress_messages(&mut self) -> Vec<String> {
+        self.take_notifications("notifications/progress")
+            .iter()
+            .filter_map(|n| n["params"]["message"].as_str().map(str::to_string))
+            .collect()
+    }
+
     /// Removes and returns every message received and not yet consumed.
     pub fn take_all(&mut self) -> Vec<Value> {
         while let Ok(message) = self.incoming.try_recv() {

@@ -97,12 +97,7 @@ async fn codex_runs_in_the_session_directory_and_streams() {
     );
     let usage = &answer["result"]["_meta"]["poe-code/usage"];
     assert_eq!(usage["total_tokens"], 127, "{answer}");
-    let progress: Vec<String> = s
-        .shim
-        .take_notifications("notifications/progress")
-        .iter()
-        .filter_map(|n| n["params"]["message"].as_str().map(str::to_string))
-        .collect();
+    let progress: Vec<String> = s.shim.take_progress_messages();
     // Status lines may carry a prefix marking them as status, not answer text.
     assert!(
         progress

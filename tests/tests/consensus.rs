@@ -97,11 +97,7 @@ async fn three_models_one_fails_the_others_refine_and_a_later_round_continues_af
     assert!(text.contains("fake-404"), "{text}");
 
     // Progress named who answered and who was still working.
-    let progress: Vec<String> = shim
-        .take_notifications("notifications/progress")
-        .iter()
-        .filter_map(|n| n["params"]["message"].as_str().map(str::to_string))
-        .collect();
+    let progress: Vec<String> = shim.take_progress_messages();
     assert!(
         progress
             .iter()

@@ -92,11 +92,7 @@ async fn legacy_prefix_routes_to_the_bot_and_text_streams() {
         .request("tools/call", ask("legacy:Claude-3-Opus", "hi"))
         .await;
     assert_eq!(result_text(&answer), "Hello from the bot", "{answer}");
-    let streamed: String = shim
-        .take_notifications("notifications/progress")
-        .iter()
-        .filter_map(|n| n["params"]["message"].as_str().map(str::to_string))
-        .collect();
+    let streamed: String = shim.take_progress_messages().concat();
     // Coalesced, and stopped once the result (the whole text) is in.
     assert!("Hello from the bot".starts_with(&streamed), "{streamed:?}");
 
