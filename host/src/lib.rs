@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod consensus;
 pub mod daemon;
+pub mod http;
 pub mod ipc;
 pub mod jobs;
 pub mod limits;

@@ -36,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// Bearer tokens for the daemon's HTTP listener.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Ask a bot once and stream its answer to the terminal.
     Query {
         /// Poe bot or model (or any name a plugin serves, e.g. codex).
@@ -44,6 +49,23 @@ enum Command {
         #[arg(required = true, num_args = 1..)]
         prompt: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (the only time it is shown).
+    Create {
+        /// Who or what uses it ("ci", "alice").
+        name: String,
+        /// Calls under this token use their own Poe API key (asked for, or
+        /// read from standard input), not the daemon's.
+        #[arg(long)]
+        own_key: bool,
+    },
+    /// List tokens (names, ids, whether they carry a key; never secrets).
+    List,
+    /// Revoke a token by name or id; the daemon refuses it at once.
+    Revoke { name_or_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +124,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Login { api_key_stdin } => login(&paths, api_key_stdin),
         Command::Logout => logout(&paths),
+        Command::Token { command } => token(&paths, command),
         Command::Query { bot, prompt } => return query(paths, bot, prompt.join(" ")),
         Command::Plugins {
             command:
@@ -160,22 +183,11 @@ fn run_shim(paths: Paths) -> ExitCode {
 }
 
 fn login(paths: &Paths, from_stdin: bool) -> anyhow::Result<()> {
-    let key = if from_stdin || !std::io::stdin().is_terminal() {
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
-        line
-    } else {
-        rpassword::prompt_password(
-            "Poe API key (input hidden; get one at https://poe.com/api_key): ",
-        )?
-    };
-    let key = key.trim();
-    if key.is_empty() {
-        anyhow::bail!("no API key given; nothing was saved");
-    }
-    if key.chars().any(char::is_whitespace) {
-        anyhow::bail!("an API key has no spaces; nothing was saved");
-    }
+    let key = read_key(
+        from_stdin,
+        "Poe API key (input hidden; get one at https://poe.com/api_key): ",
+    )?;
+    let key = key.as_str();
     credentials::save(paths, key)?;
     eprintln!(
         "Saved API key {} to {}",
@@ -186,6 +198,77 @@ fn login(paths: &Paths, from_stdin: bool) -> anyhow::Result<()> {
         eprintln!(
             "Note: POE_API_KEY is set in this environment and takes precedence over the saved key."
         );
+    }
+    Ok(())
+}
+
+fn read_key(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
+    let key = if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line
+    } else {
+        rpassword::prompt_password(prompt)?
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        anyhow::bail!("no API key given; nothing was saved");
+    }
+    if key.chars().any(char::is_whitespace) {
+        anyhow::bail!("an API key has no spaces; nothing was saved");
+    }
+    Ok(key.to_string())
+}
+
+fn token(paths: &Paths, command: TokenCommand) -> anyhow::Result<()> {
+    use crate::config::tokens;
+    match command {
+        TokenCommand::Create { name, own_key } => {
+            let key = if own_key {
+                Some(read_key(
+                    false,
+                    "Poe API key for this token (input hidden): ",
+                )?)
+            } else {
+                None
+            };
+            let has_key = key.is_some();
+            let (token, secret) = tokens::create(paths, &name, key)?;
+            println!("{secret}");
+            eprintln!(
+                "Created token '{}' (id {}){}. It is shown only now: store it where your client reads it, e.g. export POE_CODE_TOKEN=… and `poe-code mcp configure <agent> --http`.",
+                token.name,
+                token.id,
+                if has_key {
+                    ", with its own Poe API key"
+                } else {
+                    ""
+                }
+            );
+        }
+        TokenCommand::List => {
+            let all = tokens::list(paths)?;
+            if all.is_empty() {
+                eprintln!("No tokens. Create one with: poe-code token create <name>");
+            }
+            for t in all {
+                let created = chrono::DateTime::from_timestamp(t.created as i64, 0)
+                    .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+                    .unwrap_or_default();
+                let key = match &t.poe_api_key {
+                    Some(key) => format!("own Poe key {}", fingerprint(key)),
+                    None => "the daemon's Poe key".into(),
+                };
+                println!("{:<20} id {}  created {created}  {key}", t.name, t.id);
+            }
+        }
+        TokenCommand::Revoke { name_or_id } => {
+            if tokens::revoke(paths, &name_or_id)? {
+                eprintln!("Revoked '{name_or_id}'; the daemon refuses it from now on.");
+            } else {
+                anyhow::bail!("no token named or with id '{name_or_id}' (poe-code token list)");
+            }
+        }
     }
     Ok(())
 }

@@ -35,6 +35,15 @@ enum Command {
         /// (default: never in the foreground, 600 in the background).
         #[arg(long, value_name = "SECS")]
         idle_timeout: Option<f64>,
+        /// Also serve MCP (at /mcp) and the OpenAI-compatible API (at /v1)
+        /// over HTTP on this address, e.g. 127.0.0.1:8765 (overrides
+        /// [http] listen in config.toml).
+        #[arg(long, value_name = "HOST:PORT")]
+        http: Option<String>,
+        /// Allow --http on an address other machines can reach (put TLS in
+        /// front of it).
+        #[arg(long)]
+        allow_remote: bool,
     },
     /// Start the daemon in the background if it is not running.
     Start,
@@ -67,7 +76,17 @@ pub fn main() -> ExitCode {
         Command::Run {
             background,
             idle_timeout,
-        } => run(paths, background, idle_timeout),
+            http,
+            allow_remote,
+        } => run(
+            paths,
+            background,
+            idle_timeout,
+            server::HttpFlags {
+                listen: http,
+                allow_remote,
+            },
+        ),
         Command::Start => with_runtime(start(paths)),
         Command::Stop => with_runtime(stop(paths)),
         Command::Reload { plugin } => with_runtime(reload(paths, plugin)),
@@ -82,7 +101,12 @@ fn with_runtime(fut: impl Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-fn run(paths: Paths, background: bool, idle_timeout: Option<f64>) -> ExitCode {
+fn run(
+    paths: Paths,
+    background: bool,
+    idle_timeout: Option<f64>,
+    http: server::HttpFlags,
+) -> ExitCode {
     let _guard = match super::logging::init_daemon(&paths, !background) {
         Ok(guard) => guard,
         Err(e) => {
@@ -103,7 +127,7 @@ fn run(paths: Paths, background: bool, idle_timeout: Option<f64>) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let outcome = runtime.block_on(server::run(paths, server::Options { idle_timeout }));
+    let outcome = runtime.block_on(server::run(paths, server::Options { idle_timeout, http }));
     // A plugin call that ignores cancellation must not keep the process alive.
     runtime.shutdown_timeout(Duration::from_secs(1));
     match outcome {
@@ -408,11 +432,40 @@ pub fn render(s: &Status) -> String {
             (Some(name), None) => name.clone(),
             _ => "(not initialized)".into(),
         };
+        let via = match (session.transport.as_str(), &session.token) {
+            ("http", Some(token)) => format!("http, token {token}"),
+            ("http", None) => "http".to_string(),
+            _ => format!("pid {}", session.shim_pid),
+        };
         let _ = writeln!(
             out,
-            "  #{:<4} {:<28} pid {:<7} {} calls, connected {} s",
-            session.id, client, session.shim_pid, session.calls, session.connected_secs
+            "  #{:<4} {:<28} {:<20} {} calls, connected {} s",
+            session.id, client, via, session.calls, session.connected_secs
         );
+    }
+    if let Some(http) = &s.http {
+        let _ = writeln!(
+            out,
+            "http: {} ({} of at most {} sessions; tokens {})",
+            http.mcp_url,
+            http.sessions,
+            http.max_sessions,
+            if http.require_token {
+                "required"
+            } else {
+                "NOT required"
+            }
+        );
+        for token in &http.tokens {
+            let _ = writeln!(
+                out,
+                "  token {:<20} {} requests, {} calls, last used {} s ago",
+                token.name,
+                token.requests,
+                token.calls,
+                token.last_used_secs_ago.unwrap_or(0)
+            );
+        }
     }
     out
 }

@@ -73,6 +73,34 @@ pub struct ConfigFile {
     pub summarization: Option<bool>,
     /// The model that writes them (`SUMMARIZATION_MODEL` wins).
     pub summarization_model: Option<String>,
+    /// The HTTP listener (MCP Streamable HTTP and the OpenAI-compatible API).
+    #[serde(default)]
+    pub http: HttpSection,
+}
+
+/// `[http]`: the daemon's HTTP listener; off unless `listen` is set.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// `host:port` to listen on, e.g. `127.0.0.1:8765`.
+    pub listen: Option<String>,
+    /// Allow a non-loopback `listen` address (put TLS in front of it).
+    #[serde(default)]
+    pub allow_remote: bool,
+    /// Host names accepted in the `Host` header besides loopback ones.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins accepted in an `Origin` header (`scheme://host:port`);
+    /// any other Origin is refused with 403.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Whether every request needs a token (`poe-code token create`).
+    /// Turning it off is only allowed on a loopback address.
+    pub require_token: Option<bool>,
+    /// Most MCP sessions open at once (default 1024).
+    pub max_sessions: Option<usize>,
+    /// Largest request body in bytes (default 4 MiB).
+    pub max_body_bytes: Option<usize>,
 }
 
 /// `[models]`: default models by output kind, and the `auto` rule's list.

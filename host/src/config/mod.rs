@@ -4,6 +4,7 @@
 pub mod credentials;
 pub mod file;
 pub mod plugin_settings;
+pub mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -40,6 +40,15 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 pub struct Options {
     /// Exit after this long with no session and no running call.
     pub idle_timeout: Option<Duration>,
+    /// The HTTP listener asked for on the command line.
+    pub http: HttpFlags,
+}
+
+/// `poe-coded run --http ADDR [--allow-remote]`.
+#[derive(Debug, Clone, Default)]
+pub struct HttpFlags {
+    pub listen: Option<String>,
+    pub allow_remote: bool,
 }
 
 /// Why the daemon did not run.
@@ -105,6 +114,32 @@ pub async fn run(paths: Paths, options: Options) -> Result<(), StartError> {
         paths.models_cache(),
     ));
     let models = crate::models::Models::load(&config_file, catalog);
+    // A listener asked for on the command line must start; one from
+    // config.toml that cannot is reported (log, status) and the socket
+    // still serves.
+    let mut http_error = None;
+    let http = match crate::http::Options::resolve(
+        &config_file.http,
+        options.http.listen.as_deref(),
+        options.http.allow_remote,
+    ) {
+        Ok(None) => None,
+        Ok(Some(http)) => match crate::http::bind(&http).await {
+            Ok(listener) => Some((listener, http)),
+            Err(e) if options.http.listen.is_some() => return Err(e.into()),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "no HTTP listener");
+                http_error = Some(format!("{e:#}"));
+                None
+            }
+        },
+        Err(e) if options.http.listen.is_some() => return Err(e.into()),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "no HTTP listener");
+            http_error = Some(format!("{e:#}"));
+            None
+        }
+    };
     let daemon = Arc::new(DaemonState::new(state::Parts {
         paths: paths.clone(),
         settings: Settings::load(&config_file),
@@ -113,7 +148,7 @@ pub async fn run(paths: Paths, options: Options) -> Result<(), StartError> {
         jobs,
         limits: Limits::new(config_file.limits),
         idle_timeout: options.idle_timeout,
-        config_error,
+        config_error: config_error.or(http_error),
     }));
 
     // Hot reload; the watcher stops when dropped at the end of `run`.
@@ -127,6 +162,15 @@ pub async fn run(paths: Paths, options: Options) -> Result<(), StartError> {
     tokio::spawn(watch_idle(daemon.clone()));
     tokio::spawn(prune_jobs(daemon.clone()));
     tokio::spawn(watch_signals(daemon.clone()));
+    if let Some((listener, http)) = http {
+        let daemon = daemon.clone();
+        let paths = paths.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::http::serve(listener, http, &paths, daemon).await {
+                tracing::error!(error = %format!("{e:#}"), "the HTTP listener stopped");
+            }
+        });
+    }
 
     let mut connections = tokio::task::JoinSet::new();
     loop {

@@ -12,7 +12,7 @@ use crate::chat::Conversations;
 use crate::config::credentials::fingerprint;
 use crate::config::{Paths, Settings};
 use crate::ipc::Hello;
-use crate::ipc::status::{JobCounts, SessionStatus, Status};
+use crate::ipc::status::{JobCounts, SessionStatus, Status, TokenUsage};
 use crate::jobs::Jobs;
 use crate::limits::Limits;
 use crate::models::Models;
@@ -44,12 +44,33 @@ pub struct DaemonState {
     calls_in_flight: AtomicU64,
     calls_total: AtomicU64,
     last_activity: Mutex<Instant>,
+    /// Per token use of the HTTP listener, by token name.
+    token_usage: Mutex<BTreeMap<String, (TokenUsage, Instant)>>,
+    /// The HTTP listener's report, once it listens.
+    pub http: std::sync::OnceLock<crate::http::Listening>,
+}
+
+/// How a session reaches the daemon.
+#[derive(Debug, Clone)]
+pub enum Peer {
+    /// A shim on the Unix socket.
+    Shim { pid: u32 },
+    /// The HTTP listener, authenticated by this token (none when the
+    /// listener requires no token).
+    Http { token: Option<TokenRef> },
+}
+
+/// The token an HTTP caller presented: its id and name, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRef {
+    pub id: String,
+    pub name: String,
 }
 
 /// Who is on the other end of one MCP session.
 pub struct SessionInfo {
     pub id: u64,
-    pub shim_pid: u32,
+    pub peer: Peer,
     pub cwd: Option<String>,
     /// The API key this session's calls use (from the shim's hello).
     pub api_key: Option<String>,
@@ -134,16 +155,41 @@ impl DaemonState {
             calls_in_flight: AtomicU64::new(0),
             calls_total: AtomicU64::new(0),
             last_activity: Mutex::new(Instant::now()),
+            token_usage: Mutex::new(BTreeMap::new()),
+            http: std::sync::OnceLock::new(),
         }
     }
 
-    /// Registers a new session from its hello.
+    /// Registers a new shim session from its hello.
     pub fn open_session(&self, hello: &Hello) -> Arc<SessionInfo> {
+        self.register(
+            Peer::Shim { pid: hello.pid },
+            hello.cwd.clone(),
+            hello.api_key.clone(),
+        )
+    }
+
+    /// Registers a session of the HTTP listener (it has no working directory:
+    /// files come only from `[chat] roots`).
+    pub fn open_http_session(
+        &self,
+        token: Option<TokenRef>,
+        api_key: Option<String>,
+    ) -> Arc<SessionInfo> {
+        self.register(Peer::Http { token }, None, api_key)
+    }
+
+    fn register(
+        &self,
+        peer: Peer,
+        cwd: Option<String>,
+        api_key: Option<String>,
+    ) -> Arc<SessionInfo> {
         let info = Arc::new(SessionInfo {
             id: self.next_session.fetch_add(1, Ordering::Relaxed),
-            shim_pid: hello.pid,
-            cwd: hello.cwd.clone(),
-            api_key: hello.api_key.clone(),
+            peer,
+            cwd,
+            api_key,
             connected: Instant::now(),
             client: Mutex::new(ClientIdentity::default()),
             calls: AtomicU64::new(0),
@@ -169,7 +215,40 @@ impl DaemonState {
     pub fn count_call(&self, session: &SessionInfo) {
         self.calls_total.fetch_add(1, Ordering::Relaxed);
         session.calls.fetch_add(1, Ordering::Relaxed);
+        if let Peer::Http { token: Some(token) } = &session.peer {
+            self.count_token(&token.name, true);
+        }
         self.touch();
+    }
+
+    /// Counts a model call made outside any MCP session (the OpenAI API).
+    pub fn count_http_call(&self, token: Option<&TokenRef>) {
+        self.calls_total.fetch_add(1, Ordering::Relaxed);
+        if let Some(token) = token {
+            self.count_token(&token.name, true);
+        }
+        self.touch();
+    }
+
+    /// Counts an HTTP request (`call: false`) or a model call made under a
+    /// token.
+    pub fn count_token(&self, name: &str, call: bool) {
+        let mut usage = self.token_usage.lock().unwrap_or_else(|e| e.into_inner());
+        let (entry, last) = usage.entry(name.to_string()).or_insert_with(|| {
+            (
+                TokenUsage {
+                    name: name.to_string(),
+                    ..Default::default()
+                },
+                Instant::now(),
+            )
+        });
+        if call {
+            entry.calls += 1;
+        } else {
+            entry.requests += 1;
+        }
+        *last = Instant::now();
     }
 
     /// Marks the start of a job; it counts as running until the guard drops.
@@ -192,7 +271,11 @@ impl DaemonState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .len();
-        let busy = sessions > 0 || self.calls_in_flight.load(Ordering::SeqCst) > 0;
+        // An HTTP listener serves clients that start nothing: it keeps the
+        // daemon up.
+        let busy = sessions > 0
+            || self.calls_in_flight.load(Ordering::SeqCst) > 0
+            || self.http.get().is_some();
         let quiet_for = self
             .last_activity
             .lock()
@@ -212,12 +295,18 @@ impl DaemonState {
             .values()
             .map(|s| {
                 let client = s.client.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let (transport, shim_pid, token) = match &s.peer {
+                    Peer::Shim { pid } => ("stdio", *pid, None),
+                    Peer::Http { token } => ("http", 0, token.as_ref().map(|t| t.name.clone())),
+                };
                 SessionStatus {
                     id: s.id,
                     client_name: client.name,
                     client_version: client.version,
                     protocol_version: client.protocol_version,
-                    shim_pid: s.shim_pid,
+                    shim_pid,
+                    transport: transport.into(),
+                    token,
                     cwd: s.cwd.clone(),
                     connected_secs: s.connected.elapsed().as_secs(),
                     calls: s.calls.load(Ordering::Relaxed),
@@ -256,6 +345,19 @@ impl DaemonState {
                 .or_else(|| self.registry.config_error()),
             plugins_hint: plugins_empty.then(|| self.registry.none_loaded_hint()),
             plugin_dirs: self.registry.dir_status(),
+            http: self.http.get().map(|listening| {
+                let tokens = self
+                    .token_usage
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .map(|(usage, last)| TokenUsage {
+                        last_used_secs_ago: Some(last.elapsed().as_secs()),
+                        ..usage.clone()
+                    })
+                    .collect();
+                listening.status(tokens)
+            }),
         }
     }
 }

@@ -44,6 +44,36 @@ pub struct Status {
     /// that installs the bundled plugins.
     #[serde(default)]
     pub plugins_hint: Option<String>,
+    /// The HTTP listener, when one is on.
+    #[serde(default)]
+    pub http: Option<HttpStatus>,
+}
+
+/// The daemon's HTTP listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpStatus {
+    /// The address it listens on.
+    pub listen: String,
+    /// `http://<listen>/mcp`
+    pub mcp_url: String,
+    pub require_token: bool,
+    /// MCP sessions open on it now (stateless requests are not sessions).
+    pub sessions: usize,
+    pub max_sessions: usize,
+    /// Use per token since the daemon started.
+    pub tokens: Vec<TokenUsage>,
+}
+
+/// What one token was used for since the daemon started.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TokenUsage {
+    pub name: String,
+    /// HTTP requests it authenticated.
+    pub requests: u64,
+    /// Tool calls and completions made under it.
+    pub calls: u64,
+    /// Seconds since its last request.
+    pub last_used_secs_ago: Option<u64>,
 }
 
 /// One plugin directory.
@@ -127,7 +157,14 @@ pub struct SessionStatus {
     pub client_name: Option<String>,
     pub client_version: Option<String>,
     pub protocol_version: Option<String>,
+    /// The shim's process id (stdio sessions; 0 for HTTP ones).
     pub shim_pid: u32,
+    /// `stdio` (through a shim) or `http`.
+    #[serde(default)]
+    pub transport: String,
+    /// The name of the token an HTTP session authenticated with.
+    #[serde(default)]
+    pub token: Option<String>,
     pub cwd: Option<String>,
     /// Seconds since the session connected.
     pub connected_secs: u64,

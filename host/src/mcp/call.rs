@@ -432,7 +432,7 @@ pub const META_CONTINUATION_ID: &str = "poe-code/continuation_id";
 /// `_meta` key of a result: the provider's own thread, when it has one.
 pub const META_THREAD: &str = "poe-code/thread";
 
-fn success(response: Response, output: OutputKind, job_id: &str) -> CallToolResult {
+pub(crate) fn success(response: Response, output: OutputKind, job_id: &str) -> CallToolResult {
     let mut content = Vec::new();
     if output == OutputKind::Text || response.media.is_empty() {
         content.push(ContentBlock::text(response.text.clone()));

@@ -43,6 +43,21 @@ pub struct PoeServer {
     session: Arc<SessionInfo>,
     /// Cancelled when the session ends (stdin EOF) or the daemon stops.
     calls: CancellationToken,
+    /// An HTTP session's registration, dropped with its last clone.
+    http: Option<Arc<HttpLease>>,
+}
+
+/// Keeps an HTTP session listed in the daemon while its server lives (rmcp
+/// drops the server when the session closes or, stateless, the request ends).
+struct HttpLease {
+    daemon: Arc<DaemonState>,
+    session: u64,
+}
+
+impl Drop for HttpLease {
+    fn drop(&mut self) {
+        self.daemon.close_session(self.session);
+    }
 }
 
 /// A model call, parsed from a tool's arguments.
@@ -86,7 +101,57 @@ impl PoeServer {
             daemon,
             session,
             calls,
+            http: None,
         }
+    }
+
+    /// A server for an HTTP session (or one stateless request) of `caller`.
+    pub fn for_http(daemon: Arc<DaemonState>, caller: &crate::http::Caller) -> Self {
+        let session = daemon.open_http_session(caller.token.clone(), caller.api_key.clone());
+        let lease = HttpLease {
+            daemon: daemon.clone(),
+            session: session.id,
+        };
+        Self {
+            calls: daemon.shutdown.child_token(),
+            daemon,
+            session,
+            http: Some(Arc::new(lease)),
+        }
+    }
+
+    /// An HTTP request must come from the token that opened its session,
+    /// so a leaked session id is no use with another token.
+    fn check_caller(&self, context: &RequestContext<RoleServer>) -> Result<(), McpError> {
+        if self.http.is_none() {
+            return Ok(());
+        }
+        let caller = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<crate::http::Caller>());
+        let opened_by = match &self.session.peer {
+            crate::daemon::state::Peer::Http { token } => token.as_ref(),
+            _ => None,
+        };
+        match caller {
+            Some(caller) if caller.token.as_ref() == opened_by => Ok(()),
+            _ => Err(McpError::invalid_request(
+                "this session was opened with another token",
+                None,
+            )),
+        }
+    }
+
+    /// Over stateless HTTP a dropped connection cancels the request's
+    /// context, yet it is no request to stop (the spec: disconnection is not
+    /// cancellation); the call goes on in the background.
+    fn disconnect_only(&self, context: &RequestContext<RoleServer>) -> bool {
+        self.http.is_some()
+            && context
+                .extensions
+                .get::<axum::http::request::Parts>()
+                .is_some_and(|parts| !parts.headers.contains_key("mcp-session-id"))
     }
 
     fn note_client(&self, context: &RequestContext<RoleServer>) {
@@ -529,6 +594,10 @@ impl PoeServer {
             tokio::select! {
                 biased;
                 _ = context.ct.cancelled() => {
+                    if self.disconnect_only(context) {
+                        waiter.detach();
+                        return self.detached(handle);
+                    }
                     return tool_error(Code::Cancelled, "the call was cancelled");
                 }
                 _ = self.calls.cancelled() => {
@@ -636,6 +705,7 @@ impl ServerHandler for PoeServer {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
+        self.check_caller(&context)?;
         self.note_client(&context);
         Ok(ListToolsResult::with_all_items(tools::all()))
     }
@@ -645,6 +715,7 @@ impl ServerHandler for PoeServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        self.check_caller(&context)?;
         self.note_client(&context);
         let args = Value::Object(request.arguments.unwrap_or_default());
         self.dispatch(&request.name, args, &context).await
@@ -653,8 +724,9 @@ impl ServerHandler for PoeServer {
     async fn get_task(
         &self,
         request: GetTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
+        self.check_caller(&context)?;
         match self.daemon.jobs.get(&request.task_id) {
             Some(snapshot) => {
                 if snapshot.status.is_finished() {
@@ -672,8 +744,9 @@ impl ServerHandler for PoeServer {
     async fn cancel_task(
         &self,
         request: CancelTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        self.check_caller(&context)?;
         match self.daemon.jobs.running(&request.task_id) {
             Some(job) => {
                 job.request_cancel();

@@ -184,6 +184,11 @@ impl Models {
         }
     }
 
+    /// Every alias (lower case), built-in and configured.
+    pub fn alias_names(&self) -> impl Iterator<Item = &str> {
+        self.aliases.keys().map(String::as_str)
+    }
+
     /// The default model for `kind` (environment, then `[models]`, then
     /// built in), its alias resolved.
     pub fn default_for(&self, kind: OutputKind) -> String {

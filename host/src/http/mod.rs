@@ -1,0 +1,223 @@
+//! The daemon's HTTP listener (off unless `[http] listen` or `--http` is
+//! given): MCP Streamable HTTP at `/mcp` (rmcp's `StreamableHttpService`,
+//! both the 2025-11-25 session wire and the 2026-07-28 stateless one) and an
+//! OpenAI-compatible API at `/v1` (`openai.rs`), both on the daemon's jobs,
+//! plugins and shared limits. Every request first passes `guard.rs`: Host
+//! and Origin, the bearer token, the body cap and the session cap.
+
+mod guard;
+pub mod openai;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::{get, post};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::net::TcpListener;
+
+use crate::config::Paths;
+use crate::config::file::HttpSection;
+use crate::config::tokens::TokenCheck;
+use crate::daemon::state::DaemonState;
+use crate::ipc::status::{HttpStatus, TokenUsage};
+use crate::mcp::PoeServer;
+
+pub use guard::Caller;
+
+/// Default cap on MCP sessions open at once.
+pub const DEFAULT_MAX_SESSIONS: usize = 1024;
+/// Default cap on a request body.
+pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+/// A client has this long to send its request head, and again its body.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// An MCP session with no request for this long is closed.
+const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+
+/// What the listener is asked to do, from `[http]` and `--http`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub listen: SocketAddr,
+    pub require_token: bool,
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub max_sessions: usize,
+    pub max_body_bytes: usize,
+}
+
+impl Options {
+    /// The listener `[http]` (or `--http ADDR`, which wins) asks for; `None`
+    /// when neither does. Refuses a non-loopback address unless remote use
+    /// is allowed, and no-token mode anywhere but loopback.
+    pub fn resolve(
+        section: &HttpSection,
+        cli_listen: Option<&str>,
+        cli_allow_remote: bool,
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(listen) = cli_listen.or(section.listen.as_deref()) else {
+            return Ok(None);
+        };
+        let listen: SocketAddr = listen.parse().with_context(|| {
+            format!("http listen address '{listen}' is not host:port (e.g. 127.0.0.1:8765)")
+        })?;
+        let remote_ok = cli_allow_remote || section.allow_remote;
+        if !listen.ip().is_loopback() && !remote_ok {
+            anyhow::bail!(
+                "refusing to listen on {listen}, which is not a loopback address: set \
+                 [http] allow_remote = true (or pass --allow-remote), and put TLS in front of it"
+            );
+        }
+        let require_token = section.require_token.unwrap_or(true);
+        if !require_token && !listen.ip().is_loopback() {
+            anyhow::bail!("[http] require_token = false is only allowed on a loopback address");
+        }
+        Ok(Some(Self {
+            listen,
+            require_token,
+            allowed_hosts: section.allowed_hosts.clone(),
+            allowed_origins: section.allowed_origins.clone(),
+            max_sessions: section.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS).max(1),
+            max_body_bytes: section.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY).max(1024),
+        }))
+    }
+}
+
+/// A bound listener, as `status` reports it.
+pub struct Listening {
+    pub addr: SocketAddr,
+    pub options: Options,
+    sessions: Arc<LocalSessionManager>,
+}
+
+impl Listening {
+    pub(crate) fn status(&self, tokens: Vec<TokenUsage>) -> HttpStatus {
+        HttpStatus {
+            listen: self.addr.to_string(),
+            mcp_url: format!("http://{}/mcp", self.addr),
+            require_token: self.options.require_token,
+            sessions: self
+                .sessions
+                .sessions
+                .try_read()
+                .map(|s| s.len())
+                .unwrap_or_default(),
+            max_sessions: self.options.max_sessions,
+            tokens,
+        }
+    }
+}
+
+/// Binds the listener; serving starts with [`serve`].
+pub async fn bind(options: &Options) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("cannot listen on http://{}", options.listen))?;
+    if !options.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %options.listen,
+            "the HTTP listener is reachable from other machines: tokens travel in clear text unless TLS is in front of it"
+        );
+    }
+    Ok(listener)
+}
+
+/// Serves HTTP on `listener` until the daemon shuts down.
+pub async fn serve(
+    listener: TcpListener,
+    options: Options,
+    paths: &Paths,
+    daemon: Arc<DaemonState>,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let sessions = Arc::new({
+        let mut manager = LocalSessionManager::default();
+        manager.session_config.keep_alive = Some(SESSION_IDLE);
+        manager
+    });
+    let mut loopback = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    loopback.extend(options.allowed_hosts.iter().cloned());
+    let mut config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(loopback.clone())
+        .with_allowed_origins(options.allowed_origins.clone())
+        .enforce_origin_validation()
+        .with_max_request_body_bytes(options.max_body_bytes)
+        .with_cancellation_token(daemon.shutdown.child_token());
+    config.sse_keep_alive = Some(Duration::from_secs(15));
+    let factory = {
+        let daemon = daemon.clone();
+        move || {
+            // The guard runs every request inside the caller's scope, and
+            // rmcp builds a session's server while handling its request.
+            let caller = guard::CALLER
+                .try_with(Clone::clone)
+                .map_err(|_| std::io::Error::other("request without a checked caller"))?;
+            Ok(PoeServer::for_http(daemon.clone(), &caller))
+        }
+    };
+    let mcp = StreamableHttpService::new(factory, sessions.clone(), config);
+    let state = guard::Guard {
+        daemon: daemon.clone(),
+        tokens: Arc::new(TokenCheck::new(paths)),
+        require_token: options.require_token,
+        allowed_hosts: loopback,
+        allowed_origins: options.allowed_origins.clone(),
+        max_body: options.max_body_bytes,
+        max_sessions: options.max_sessions,
+        sessions: sessions.clone(),
+        body_timeout: READ_TIMEOUT,
+    };
+    let app = Router::new()
+        .route_service("/mcp", mcp)
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::models))
+        .fallback(guard::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(state),
+            guard::check,
+        ))
+        .with_state(daemon.clone());
+    let _ = daemon.http.set(Listening {
+        addr,
+        options: options.clone(),
+        sessions,
+    });
+    tracing::info!(url = %format!("http://{addr}/mcp"), require_token = options.require_token, "http listening");
+
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT);
+    let shutdown = daemon.shutdown.clone();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let connection =
+            builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = connection => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+    Ok(())
+}
