@@ -202,6 +202,34 @@ impl TestEnv {
         McpClient::spawn(command).await
     }
 
+    /// Starts the daemon in the foreground with an HTTP listener on a free
+    /// loopback port (`poe-coded run --http 127.0.0.1:0`) and returns its
+    /// base URL (`http://127.0.0.1:<port>`) once it listens.
+    pub fn start_http_daemon(&self) -> String {
+        let mut command = self.command("poe-coded");
+        command
+            .args(["run", "--http", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // Stopped by `poe-coded stop` when the env drops.
+        command.spawn().expect("start poe-coded");
+        let status = self.wait_status(Duration::from_secs(30), |s| s["http"]["listen"].is_string());
+        format!(
+            "http://{}",
+            status["http"]["listen"].as_str().expect("listen")
+        )
+    }
+
+    /// Creates an HTTP token named `name` and returns it.
+    pub fn create_token(&self, name: &str) -> String {
+        let out = self.run_ok("poe-code", &["token", "create", name]);
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string()
+    }
+
     /// `poe-coded status --json`, or `None` when no daemon runs.
     pub fn status(&self) -> Option<serde_json::Value> {
         let out = self.run("poe-coded", &["status", "--json"]);

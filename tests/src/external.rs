@@ -28,6 +28,8 @@ pub enum Tool {
     Codex,
     /// `python3` on `PATH` with the official MCP SDK (PyPI `mcp` 2.x).
     PythonMcp,
+    /// `python3` on `PATH` with the official `openai` package.
+    PythonOpenAi,
 }
 
 impl Tool {
@@ -37,6 +39,7 @@ impl Tool {
             Tool::Claude => "claude",
             Tool::Codex => "codex",
             Tool::PythonMcp => "python-mcp",
+            Tool::PythonOpenAi => "python-openai",
         }
     }
 
@@ -47,6 +50,7 @@ impl Tool {
             }
             Tool::Codex => "npm install --prefix target/ci-tools @openai/codex (as .ci/run does)",
             Tool::PythonMcp => "python3 -m pip install 'mcp>=2,<3' (as .ci/run does)",
+            Tool::PythonOpenAi => "python3 -m pip install 'openai>=1,<3' (as .ci/run does)",
         }
     }
 
@@ -55,7 +59,8 @@ impl Tool {
         match self {
             Tool::Claude => find_cli("CLAUDE_BIN", "claude"),
             Tool::Codex => find_cli("CODEX_BIN", "codex"),
-            Tool::PythonMcp => find_python_mcp(),
+            Tool::PythonMcp => find_python_package("mcp", "2."),
+            Tool::PythonOpenAi => find_python_package("openai", ""),
         }
     }
 }
@@ -123,21 +128,24 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-fn find_python_mcp() -> Result<PathBuf, String> {
+/// `python3` with `package` installed at a version starting with `major`.
+fn find_python_package(package: &str, major: &str) -> Result<PathBuf, String> {
     let python = on_path("python3").ok_or("there is no `python3` on PATH")?;
     let out = Command::new(&python)
         .args([
             "-c",
-            "import importlib.metadata as m; print(m.version('mcp'))",
+            &format!("import importlib.metadata as m; print(m.version('{package}'))"),
         ])
         .output()
         .map_err(|e| format!("{} does not run: {e}", python.display()))?;
     if !out.status.success() {
-        return Err("the Python package `mcp` is not installed".into());
+        return Err(format!("the Python package `{package}` is not installed"));
     }
     let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !version.starts_with("2.") {
-        return Err(format!("need the Python package mcp 2.x, found {version}"));
+    if !version.starts_with(major) {
+        return Err(format!(
+            "need the Python package {package} {major}x, found {version}"
+        ));
     }
     Ok(python)
 }

@@ -13,6 +13,7 @@ pub mod external;
 pub mod fake_codex;
 pub mod responses;
 pub mod sse;
+pub mod upstream;
 
 pub use client::McpClient;
 pub use env::TestEnv;

@@ -8,93 +8,13 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use testkit::TestEnv;
 use testkit::client::{error_code, result_text};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
-
-/// A responder whose state the test keeps a handle on.
-struct Shared<T>(Arc<T>);
-
-impl<T> std::ops::Deref for Shared<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-/// A streamed chat completion answering `text`.
-fn sse_answer(text: &str) -> ResponseTemplate {
-    let chunk = json!({
-        "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1, "model": "test-bot",
-        "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": null}]
-    });
-    let stop = json!({
-        "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1, "model": "test-bot",
-        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]
-    });
-    let body = format!("data: {chunk}\n\ndata: {stop}\n\ndata: [DONE]\n\n");
-    ResponseTemplate::new(200).set_body_raw(body, "text/event-stream")
-}
-
-fn last_user_message(request: &Request) -> String {
-    let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
-    body["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn poe_error(status: u16, message: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status).set_body_json(json!({
-        "error": {"code": status, "type": "test_error", "message": message}
-    }))
-}
-
-/// Answers within a sliding-window limit and 429 beyond it, recording the
-/// most requests it ever saw in one window.
-struct WindowedUpstream {
-    window: Duration,
-    limit: usize,
-    seen: Mutex<VecDeque<Instant>>,
-    max_in_window: Mutex<usize>,
-    rejected: Mutex<usize>,
-}
-
-impl Respond for Shared<WindowedUpstream> {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap();
-        while seen
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= self.window)
-        {
-            seen.pop_front();
-        }
-        seen.push_back(now);
-        let count = seen.len();
-        let mut max = self.max_in_window.lock().unwrap();
-        *max = (*max).max(count);
-        if count > self.limit {
-            *self.rejected.lock().unwrap() += 1;
-            return poe_error(429, "rate limit exceeded").insert_header("retry-after", "1");
-        }
-        sse_answer(&format!("echo {}", last_user_message(request)))
-    }
-}
-
-async fn upstream_with(responder: impl Respond + 'static) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(responder)
-        .mount(&server)
-        .await;
-    server
-}
+use testkit::upstream::{
+    Answer, Shared, WindowedUpstream, last_user_message, poe_error, sse_answer, upstream_with,
+};
+use wiremock::{MockServer, Request, ResponseTemplate};
 
 fn env_for(server: &MockServer) -> TestEnv {
     TestEnv::new(&["poe-openai"]).with_var("POE_BASE_URL", format!("{}/v1", server.uri()))
@@ -149,8 +69,8 @@ struct RateLimitedOnce {
     arrivals: Mutex<Vec<Instant>>,
 }
 
-impl Respond for Shared<RateLimitedOnce> {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
+impl Answer for RateLimitedOnce {
+    fn answer(&self, request: &Request) -> ResponseTemplate {
         let mut arrivals = self.arrivals.lock().unwrap();
         arrivals.push(Instant::now());
         if arrivals.len() == 1 {
@@ -203,8 +123,8 @@ struct FailingFirst {
     count: Mutex<usize>,
 }
 
-impl Respond for Shared<FailingFirst> {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
+impl Answer for FailingFirst {
+    fn answer(&self, request: &Request) -> ResponseTemplate {
         let mut count = self.count.lock().unwrap();
         *count += 1;
         if *count <= self.failures {
