@@ -15,6 +15,8 @@ pub struct ClaudeCode {
     home: PathBuf,
     work: PathBuf,
     base_url: String,
+    /// More variables for every run (e.g. the HTTP token an entry names).
+    env: Vec<(String, String)>,
 }
 
 /// What one `claude -p --output-format json` run left behind.
@@ -50,7 +52,24 @@ impl ClaudeCode {
             home,
             work,
             base_url,
+            env: Vec::new(),
         }
+    }
+
+    /// Sets a variable in the environment of every later run.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Runs `claude <args>` (e.g. `mcp get poe-code`) with this `HOME`.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut command = clean_command(&self.bin, &self.work);
+        command
+            .args(args)
+            .env("HOME", &self.home)
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .envs(self.env.iter().cloned());
+        run_bounded(command, "claude").await
     }
 
     /// The `HOME` Claude Code runs with (its `.claude.json` is here).
@@ -96,7 +115,8 @@ impl ClaudeCode {
             // tools of a server still connecting (~1 s into its start);
             // this makes it wait, so a cold daemon on a busy machine cannot
             // turn the test into a no-op.
-            .env("MCP_CONNECTION_NONBLOCKING", "false");
+            .env("MCP_CONNECTION_NONBLOCKING", "false")
+            .envs(self.env.iter().cloned());
         let out = run_bounded(command, "claude -p").await;
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         ClaudeRun {

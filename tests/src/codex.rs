@@ -38,6 +38,8 @@ pub struct Codex {
     bin: PathBuf,
     home: PathBuf,
     work: PathBuf,
+    /// More variables for every run (e.g. the HTTP token an entry names).
+    env: Vec<(String, String)>,
 }
 
 /// What one `codex exec --json` run left behind.
@@ -73,7 +75,28 @@ impl Codex {
         let work = root.join("codex-project");
         write_config(&home, base_url, model);
         std::fs::create_dir_all(&work).expect("codex project");
-        Self { bin, home, work }
+        Self {
+            bin,
+            home,
+            work,
+            env: Vec::new(),
+        }
+    }
+
+    /// Sets a variable in the environment of every later run.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Runs `codex <args>` (e.g. `mcp list --json`) with this `CODEX_HOME`.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut command = clean_command(&self.bin, &self.work);
+        command
+            .args(args)
+            .env("HOME", self.home.parent().unwrap_or(&self.home))
+            .env("CODEX_HOME", &self.home)
+            .envs(self.env.iter().cloned());
+        run_bounded(command, "codex").await
     }
 
     /// `CODEX_HOME`.
@@ -110,7 +133,8 @@ impl Codex {
             .arg(&last)
             .arg(prompt)
             .env("HOME", self.home.parent().unwrap_or(&self.home))
-            .env("CODEX_HOME", &self.home);
+            .env("CODEX_HOME", &self.home)
+            .envs(self.env.iter().cloned());
         let out = run_bounded(command, "codex exec").await;
         CodexRun {
             events: String::from_utf8_lossy(&out.stdout)

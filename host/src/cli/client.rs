@@ -102,6 +102,16 @@ enum McpCommand {
         /// (codex, gemini) [default: 600].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         tool_timeout_sec: Option<u32>,
+        /// Connect to the daemon's HTTP listener ([http] listen) instead of
+        /// starting a shim; the token comes from the agent's environment.
+        #[arg(long)]
+        http: bool,
+        /// With --http: the MCP URL [default: http://<[http] listen>/mcp].
+        #[arg(long, value_name = "URL", requires = "http")]
+        url: Option<String>,
+        /// With --http: the environment variable the agent reads the token from.
+        #[arg(long, value_name = "VAR", requires = "http", default_value = super::configure::DEFAULT_TOKEN_ENV)]
+        token_env: String,
     },
     /// Remove poe-code's entry from an agent's MCP config file (nothing else).
     Unconfigure {
@@ -144,8 +154,17 @@ pub fn main() -> ExitCode {
                     provider,
                     yes,
                     tool_timeout_sec,
+                    http,
+                    url,
+                    token_env,
                 }),
-        } => super::configure::configure(&paths, provider.as_deref(), yes, tool_timeout_sec),
+        } => super::configure::configure(
+            &paths,
+            provider.as_deref(),
+            yes,
+            tool_timeout_sec,
+            http.then_some(super::configure::HttpTarget { url, token_env }),
+        ),
         Command::Mcp {
             command: Some(McpCommand::Unconfigure { provider }),
         } => super::configure::unconfigure(&provider),

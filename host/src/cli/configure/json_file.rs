@@ -18,7 +18,8 @@ const MAX_DEPTH: usize = 256;
 /// Adds our entry `name` under `servers_key`, or brings its `fields` up to date.
 ///
 /// Returns the new text, or `None` when the entry already has every field as
-/// wanted (nothing to write). Keys the user added to our entry are kept.
+/// wanted (nothing to write). Keys the user added to our entry are kept; a
+/// field whose value is `null` is removed (the other transport's keys).
 pub fn configure(
     src: &str,
     comments: bool,
@@ -68,6 +69,14 @@ pub fn configure(
         let style = Style::detect(&text, &doc);
         let entry = walk(&doc, &path)
             .ok_or_else(|| EditError::Shape(format!("`{}` vanished", path_name(&path))))?;
+        if want.is_null() {
+            // Remove every copy: the last duplicate would win otherwise.
+            let Some(index) = members(entry).iter().rposition(|m| &m.key == key) else {
+                continue;
+            };
+            text = remove_member(&text, entry, index).apply(&text);
+            continue;
+        }
         let splice = match find_member(members(entry), key) {
             Some(member) if values_equal(&to_value(&text, &member.value), want) => continue,
             Some(member) => replace_value(&text, member, &Tree::Leaf(want.clone()), &style)?,
@@ -632,10 +641,12 @@ enum Tree {
 }
 
 impl Tree {
+    /// An object of `fields`; a `null` field means "no such key" and is left out.
     fn object(fields: &[(String, Value)]) -> Tree {
         Tree::Object(
             fields
                 .iter()
+                .filter(|(_, v)| !v.is_null())
                 .map(|(k, v)| (k.clone(), Tree::Leaf(v.clone())))
                 .collect(),
         )

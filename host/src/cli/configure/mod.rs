@@ -22,7 +22,22 @@ use serde_json::Value;
 use crate::config::Paths;
 use crate::config::credentials;
 use atomic::ReplaceError;
-use providers::{DEFAULT_PROVIDER, Format, PROVIDERS, Provider, SERVER_NAME, ServerCommand};
+use providers::{
+    DEFAULT_PROVIDER, Format, PROVIDERS, Provider, SERVER_NAME, ServerCommand, Target,
+};
+
+/// The environment variable `configure --http` tells clients to read the
+/// token from, unless `--token-env` names another.
+pub const DEFAULT_TOKEN_ENV: &str = "POE_CODE_TOKEN";
+
+/// `configure --http`: the daemon's HTTP listener instead of a shim.
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    /// The MCP URL; default from `[http] listen` in config.toml.
+    pub url: Option<String>,
+    /// The variable holding the token in the client's environment.
+    pub token_env: String,
+}
 
 /// The tool timeout written when `--tool-timeout-sec` is not given: long enough
 /// for a video generation.
@@ -72,6 +87,7 @@ pub fn configure(
     provider: Option<&str>,
     yes: bool,
     tool_timeout_secs: Option<u32>,
+    http: Option<HttpTarget>,
 ) -> anyhow::Result<()> {
     let provider = match provider {
         Some(id) => lookup(id)?,
@@ -80,8 +96,17 @@ pub fn configure(
     };
     let timeout = tool_timeout_secs.unwrap_or(DEFAULT_TOOL_TIMEOUT_SECS);
     let path = provider.config_path(|name| std::env::var_os(name))?;
-    let server = server_command()?;
-    let fields = provider.entry(&server, timeout);
+    let target = match &http {
+        None => Target::Stdio(server_command()?),
+        Some(http) => http_target(paths, http)?,
+    };
+    let fields = provider.entry(&target, timeout).ok_or_else(|| {
+        anyhow!(
+            "{} cannot reach an HTTP server with a token from its environment; \
+             configure it without --http (it starts the shim)",
+            provider.name
+        )
+    })?;
     let shown = path.display();
     match edit_file(provider, &path, &Op::Configure(&fields))? {
         Outcome::Changed { created, backup } => {
@@ -91,7 +116,18 @@ pub fn configure(
                 eprintln!("Configured poe-code for {} in {shown}", provider.name);
             }
             report_backup(backup.as_deref());
-            eprintln!("It runs: {} {}", server.command, server.args.join(" "));
+            match &target {
+                Target::Stdio(server) => {
+                    eprintln!("It runs: {} {}", server.command, server.args.join(" "));
+                }
+                Target::Http { url, token_env } => eprintln!(
+                    "It connects to {url} with the token in ${token_env}: set that variable \
+                     where {} runs (the file holds only its name). Create a token with \
+                     `poe-code token create <name>`; the daemon must be running \
+                     (`poe-coded start`).",
+                    provider.name
+                ),
+            }
             eprintln!(
                 "Restart {} (or start a new session) to load it.",
                 provider.name
@@ -138,6 +174,40 @@ pub fn unconfigure(provider: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The URL `--http` points a client at: `--url`, else `[http] listen`.
+fn http_target(paths: &Paths, http: &HttpTarget) -> anyhow::Result<Target> {
+    let token_env = http.token_env.trim();
+    if token_env.is_empty()
+        || !token_env
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        bail!("--token-env must be an environment variable name (letters, digits, _)");
+    }
+    let url = match &http.url {
+        Some(url) => url.clone(),
+        None => {
+            let file = crate::config::file::ConfigFile::load(&paths.config_file())
+                .map_err(|e| anyhow!("{e}"))?;
+            let listen = file.http.listen.ok_or_else(|| {
+                anyhow!(
+                    "--http needs the daemon's HTTP address: set `[http] listen = \"127.0.0.1:8765\"` in {} \
+                     (then restart it: poe-coded stop; poe-coded start), or pass --url",
+                    paths.config_file().display()
+                )
+            })?;
+            format!("http://{listen}/mcp")
+        }
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        bail!("--url must be an http:// or https:// URL, not {url:?}");
+    }
+    Ok(Target::Http {
+        url,
+        token_env: token_env.to_string(),
+    })
 }
 
 fn report_backup(backup: Option<&Path>) {
@@ -338,7 +408,7 @@ mod tests {
         let original = "{\n  \"numStartups\": 3,\n  \"mcpServers\": {\n    \"a\": {\"command\": \"a\"}\n  }\n}";
         fs::write(&path, original).unwrap();
         let claude = providers::find("claude-code").unwrap();
-        let fields = claude.entry(&server(), 600);
+        let fields = claude.entry(&Target::Stdio(server()), 600).unwrap();
 
         let first = edit_file(claude, &path, &Op::Configure(&fields)).unwrap();
         let backup = atomic::backup_path(&path);
@@ -384,7 +454,7 @@ mod tests {
             Outcome::Unchanged { exists: false }
         );
         assert!(!path.exists());
-        let fields = codex.entry(&server(), 120);
+        let fields = codex.entry(&Target::Stdio(server()), 120).unwrap();
         assert_eq!(
             edit_file(codex, &path, &Op::Configure(&fields)).unwrap(),
             Outcome::Changed {
@@ -406,7 +476,7 @@ mod tests {
         let broken = "{\n  \"theme\": \"x\",,\n}";
         fs::write(&path, broken).unwrap();
         let gemini = providers::find("gemini").unwrap();
-        let fields = gemini.entry(&server(), 600);
+        let fields = gemini.entry(&Target::Stdio(server()), 600).unwrap();
         let err = edit_file(gemini, &path, &Op::Configure(&fields))
             .unwrap_err()
             .to_string();
@@ -429,7 +499,7 @@ mod tests {
         for provider in PROVIDERS {
             let home = tempfile::tempdir().unwrap();
             let path = home.path().join("sub/config");
-            let fields = provider.entry(&server(), 600);
+            let fields = provider.entry(&Target::Stdio(server()), 600).unwrap();
             let first = edit_file(provider, &path, &Op::Configure(&fields)).unwrap();
             assert!(matches!(first, Outcome::Changed { created: true, .. }));
             assert_eq!(
@@ -443,6 +513,59 @@ mod tests {
                 Outcome::Changed { .. }
             ));
         }
+    }
+
+    #[test]
+    fn switching_transport_swaps_keys_and_keeps_the_users() {
+        let http = Target::Http {
+            url: "http://127.0.0.1:8765/mcp".into(),
+            token_env: "POE_CODE_TOKEN".into(),
+        };
+        let home = tempfile::tempdir().unwrap();
+        let claude = providers::find("claude-code").unwrap();
+        let path = home.path().join(".claude.json");
+        fs::write(
+            &path,
+            "{\"mcpServers\": {\"poe-code\": {\"type\": \"stdio\", \"command\": \"x\", \"args\": [], \"env\": {\"A\": \"1\"}}}}",
+        )
+        .unwrap();
+        let to_http = claude.entry(&http, 600).unwrap();
+        edit_file(claude, &path, &Op::Configure(&to_http)).unwrap();
+        let entry: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        let entry = &entry["mcpServers"]["poe-code"];
+        assert_eq!(entry["type"], "http");
+        assert_eq!(entry["url"], "http://127.0.0.1:8765/mcp");
+        assert_eq!(
+            entry["headers"]["Authorization"],
+            "Bearer ${POE_CODE_TOKEN}"
+        );
+        assert!(
+            entry.get("command").is_none() && entry.get("args").is_none(),
+            "{entry}"
+        );
+        assert_eq!(entry["env"]["A"], "1", "the user's keys stay");
+        let back = claude.entry(&Target::Stdio(server()), 600).unwrap();
+        edit_file(claude, &path, &Op::Configure(&back)).unwrap();
+        let entry: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        let entry = &entry["mcpServers"]["poe-code"];
+        assert_eq!(entry["command"], "/opt/poe/bin/poe-code");
+        assert!(
+            entry.get("url").is_none() && entry.get("headers").is_none(),
+            "{entry}"
+        );
+
+        let codex = providers::find("codex").unwrap();
+        let path = home.path().join("config.toml");
+        let stdio = codex.entry(&Target::Stdio(server()), 600).unwrap();
+        edit_file(codex, &path, &Op::Configure(&stdio)).unwrap();
+        let to_http = codex.entry(&http, 600).unwrap();
+        edit_file(codex, &path, &Op::Configure(&to_http)).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "[mcp_servers.poe-code]\ntool_timeout_sec = 600\ndefault_tools_approval_mode = \"approve\"\nurl = \"http://127.0.0.1:8765/mcp\"\nbearer_token_env_var = \"POE_CODE_TOKEN\"\n"
+        );
+        assert!(!text.contains("secret"));
     }
 
     #[test]

@@ -40,6 +40,15 @@ pub enum Field {
     TimeoutSecs,
     /// The tool-call timeout in milliseconds.
     TimeoutMillis,
+    /// The daemon's MCP URL (`http://127.0.0.1:<port>/mcp`).
+    Url,
+    /// The name of the environment variable holding the HTTP token.
+    TokenEnv,
+    /// `{"Authorization": "Bearer ${<token env>}"}`: a header the client
+    /// fills in from its environment, so the token never sits in the file.
+    BearerHeaderFromEnv,
+    /// A key of the other transport's entry, removed when switching.
+    Remove,
 }
 
 /// An MCP client whose config file we can edit.
@@ -62,6 +71,9 @@ pub struct Provider {
     /// Our entry's fields, in the order they are written. Keys the user added to our
     /// entry (say `env`) are kept; only these are set.
     pub fields: &'static [(&'static str, Field)],
+    /// The entry for the daemon's HTTP listener (`configure --http`), when
+    /// the client can reach an HTTP server with a token from its environment.
+    pub http_fields: Option<&'static [(&'static str, Field)]>,
     /// Said after a successful configure, when there is something the file cannot do.
     pub note: Option<fn(u32) -> String>,
 }
@@ -82,7 +94,18 @@ pub static PROVIDERS: &[Provider] = &[
             ("type", Field::Const("stdio")),
             ("command", Field::Command),
             ("args", Field::Args),
+            ("url", Field::Remove),
+            ("headers", Field::Remove),
         ],
+        // `claude mcp add --transport http -s user` writes `type`, `url` and
+        // `headers`; Claude Code expands `${VAR}` in both.
+        http_fields: Some(&[
+            ("type", Field::Const("http")),
+            ("url", Field::Url),
+            ("headers", Field::BearerHeaderFromEnv),
+            ("command", Field::Remove),
+            ("args", Field::Remove),
+        ]),
         note: Some(claude_timeout_note),
     },
     // Codex reads `[mcp_servers.<name>]` from ~/.codex/config.toml
@@ -104,7 +127,19 @@ pub static PROVIDERS: &[Provider] = &[
             ("args", Field::Args),
             ("tool_timeout_sec", Field::TimeoutSecs),
             ("default_tools_approval_mode", Field::Const("approve")),
+            ("url", Field::Remove),
+            ("bearer_token_env_var", Field::Remove),
         ],
+        // A streamable HTTP server is `url`, with the token read from the
+        // variable `bearer_token_env_var` names (an inline token is refused).
+        http_fields: Some(&[
+            ("url", Field::Url),
+            ("bearer_token_env_var", Field::TokenEnv),
+            ("tool_timeout_sec", Field::TimeoutSecs),
+            ("default_tools_approval_mode", Field::Const("approve")),
+            ("command", Field::Remove),
+            ("args", Field::Remove),
+        ]),
         note: None,
     },
     // Gemini CLI reads `mcpServers` from ~/.gemini/settings.json, which may hold
@@ -121,6 +156,7 @@ pub static PROVIDERS: &[Provider] = &[
             ("args", Field::Args),
             ("timeout", Field::TimeoutMillis),
         ],
+        http_fields: None,
         note: None,
     },
     // Cursor's global servers live in `mcpServers` of ~/.cursor/mcp.json.
@@ -132,6 +168,7 @@ pub static PROVIDERS: &[Provider] = &[
         format: Format::Json,
         servers_key: &["mcpServers"],
         fields: &[("command", Field::Command), ("args", Field::Args)],
+        http_fields: None,
         note: None,
     },
 ];
@@ -167,6 +204,16 @@ pub struct ServerCommand {
     pub args: Vec<String>,
 }
 
+/// How the client reaches poe-code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// It starts the shim (`poe-code mcp run`).
+    Stdio(ServerCommand),
+    /// It connects to the daemon's HTTP listener with a token from its
+    /// environment variable `token_env`.
+    Http { url: String, token_env: String },
+}
+
 impl Provider {
     /// The config file this provider reads, given a way to look up environment
     /// variables (so tests need not touch the process environment).
@@ -192,21 +239,37 @@ impl Provider {
         format!("~/{}", self.home_path)
     }
 
-    /// Our entry's fields with their values filled in, in order.
-    pub fn entry(&self, server: &ServerCommand, timeout_secs: u32) -> Vec<(String, Value)> {
-        self.fields
+    /// Our entry's fields with their values filled in, in order (`null`:
+    /// remove the key); `None` when the client cannot take `target`.
+    pub fn entry(&self, target: &Target, timeout_secs: u32) -> Option<Vec<(String, Value)>> {
+        let fields = match target {
+            Target::Stdio(_) => self.fields,
+            Target::Http { .. } => self.http_fields?,
+        };
+        let (server, url, token_env) = match target {
+            Target::Stdio(server) => (Some(server), None, None),
+            Target::Http { url, token_env } => (None, Some(url), Some(token_env)),
+        };
+        let fields = fields
             .iter()
             .map(|(key, field)| {
                 let value = match field {
                     Field::Const(text) => Value::from(*text),
-                    Field::Command => Value::from(server.command.clone()),
-                    Field::Args => Value::from(server.args.clone()),
+                    Field::Command => Value::from(server.map(|s| s.command.clone())),
+                    Field::Args => Value::from(server.map(|s| s.args.clone())),
                     Field::TimeoutSecs => Value::from(timeout_secs),
                     Field::TimeoutMillis => Value::from(u64::from(timeout_secs) * 1000),
+                    Field::Url => Value::from(url.cloned()),
+                    Field::TokenEnv => Value::from(token_env.cloned()),
+                    Field::BearerHeaderFromEnv => serde_json::json!({
+                        "Authorization": format!("Bearer ${{{}}}", token_env.map_or("", |v| v.as_str()))
+                    }),
+                    Field::Remove => Value::Null,
                 };
                 ((*key).to_string(), value)
             })
-            .collect()
+            .collect();
+        Some(fields)
     }
 
     /// Whether this provider's config carries a tool timeout we write.
@@ -284,7 +347,8 @@ mod tests {
             command: "/bin/poe-code".into(),
             args: vec!["mcp".into(), "run".into()],
         };
-        let codex = find("codex").unwrap().entry(&server, 600);
+        let stdio = Target::Stdio(server);
+        let codex = find("codex").unwrap().entry(&stdio, 600).unwrap();
         assert_eq!(codex[2], ("tool_timeout_sec".to_string(), Value::from(600)));
         assert_eq!(
             codex[3],
@@ -293,17 +357,40 @@ mod tests {
                 Value::from("approve")
             )
         );
-        let gemini = find("gemini").unwrap().entry(&server, 30);
+        let gemini = find("gemini").unwrap().entry(&stdio, 30).unwrap();
         assert_eq!(gemini[2], ("timeout".to_string(), Value::from(30_000)));
-        let claude = find("claude-code").unwrap().entry(&server, 600);
+        let claude = find("claude-code").unwrap().entry(&stdio, 600).unwrap();
         assert_eq!(
             claude,
             vec![
                 ("type".to_string(), Value::from("stdio")),
                 ("command".to_string(), Value::from("/bin/poe-code")),
                 ("args".to_string(), serde_json::json!(["mcp", "run"])),
+                ("url".to_string(), Value::Null),
+                ("headers".to_string(), Value::Null),
             ]
         );
+        let http = Target::Http {
+            url: "http://127.0.0.1:8765/mcp".into(),
+            token_env: "POE_CODE_TOKEN".into(),
+        };
+        let claude = find("claude-code").unwrap().entry(&http, 600).unwrap();
+        assert_eq!(claude[0].1, "http");
+        assert_eq!(claude[1].1, "http://127.0.0.1:8765/mcp");
+        assert_eq!(
+            claude[2].1,
+            serde_json::json!({"Authorization": "Bearer ${POE_CODE_TOKEN}"})
+        );
+        assert!(claude[3].1.is_null() && claude[4].1.is_null());
+        let codex = find("codex").unwrap().entry(&http, 600).unwrap();
+        assert_eq!(
+            codex[1],
+            (
+                "bearer_token_env_var".to_string(),
+                Value::from("POE_CODE_TOKEN")
+            )
+        );
+        assert!(find("cursor").unwrap().entry(&http, 600).is_none());
         assert!(!find("claude-code").unwrap().writes_timeout());
         assert!(find("codex").unwrap().writes_timeout());
     }

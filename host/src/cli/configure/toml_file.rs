@@ -11,7 +11,8 @@ use super::json_file::values_equal;
 /// Adds `[servers_key.name]` with `fields`, or brings its fields up to date.
 ///
 /// Returns the new text, or `None` when every field already has the wanted value.
-/// Keys the user added to our table (say `env`) are kept.
+/// Keys the user added to our table (say `env`) are kept; a field whose value
+/// is `null` is removed.
 pub fn configure(
     src: &str,
     servers_key: &[&str],
@@ -49,7 +50,7 @@ pub fn configure(
         .is_some_and(|item| item.as_table_like().is_some());
     if !is_table {
         let mut entry = Table::new();
-        for (key, value) in fields {
+        for (key, value) in fields.iter().filter(|(_, v)| !v.is_null()) {
             entry.insert(key, Item::Value(to_toml(value)?));
         }
         table.insert(name, Item::Table(entry));
@@ -60,6 +61,10 @@ pub fn configure(
         .and_then(Item::as_table_like_mut)
         .ok_or_else(|| EditError::Shape(format!("`{name}` vanished")))?;
     for (key, want) in fields {
+        if want.is_null() {
+            changed |= entry.remove(key).is_some();
+            continue;
+        }
         match entry.get_mut(key) {
             Some(item) => {
                 if let Some(have) = item.as_value() {
