@@ -96,17 +96,20 @@ pub fn configure(
     };
     let timeout = tool_timeout_secs.unwrap_or(DEFAULT_TOOL_TIMEOUT_SECS);
     let path = provider.config_path(|name| std::env::var_os(name))?;
+    if http.is_some() && provider.http_fields.is_none() {
+        bail!(
+            "{}'s config file cannot name a token without holding it, so poe-code does not \
+             write an HTTP entry for it; configure it without --http (it starts the shim)",
+            provider.name
+        );
+    }
     let target = match &http {
         None => Target::Stdio(server_command()?),
         Some(http) => http_target(paths, http)?,
     };
-    let fields = provider.entry(&target, timeout).ok_or_else(|| {
-        anyhow!(
-            "{} cannot reach an HTTP server with a token from its environment; \
-             configure it without --http (it starts the shim)",
-            provider.name
-        )
-    })?;
+    let fields = provider
+        .entry(&target, timeout)
+        .ok_or_else(|| anyhow!("{} has no HTTP entry", provider.name))?;
     let shown = path.display();
     match edit_file(provider, &path, &Op::Configure(&fields))? {
         Outcome::Changed { created, backup } => {
@@ -496,10 +499,17 @@ mod tests {
 
     #[test]
     fn every_provider_round_trips_a_missing_file() {
-        for provider in PROVIDERS {
+        let http = Target::Http {
+            url: "http://127.0.0.1:8765/mcp".into(),
+            token_env: "POE_CODE_TOKEN".into(),
+        };
+        let targets = PROVIDERS.iter().flat_map(|p| {
+            let stdio = (p, p.entry(&Target::Stdio(server()), 600).unwrap());
+            std::iter::once(stdio).chain(p.entry(&http, 600).map(|fields| (p, fields)))
+        });
+        for (provider, fields) in targets {
             let home = tempfile::tempdir().unwrap();
             let path = home.path().join("sub/config");
-            let fields = provider.entry(&Target::Stdio(server()), 600).unwrap();
             let first = edit_file(provider, &path, &Op::Configure(&fields)).unwrap();
             assert!(matches!(first, Outcome::Changed { created: true, .. }));
             assert_eq!(
@@ -574,6 +584,18 @@ mod tests {
             .iter()
             .map(|v| v.get_name().to_owned())
             .collect();
-        assert_eq!(names, ["claude-code", "codex", "gemini", "cursor"]);
+        assert_eq!(
+            names,
+            [
+                "claude-code",
+                "codex",
+                "gemini",
+                "claude-desktop",
+                "opencode",
+                "kimi",
+                "kimi-code",
+                "cursor"
+            ]
+        );
     }
 }

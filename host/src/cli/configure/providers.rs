@@ -32,10 +32,14 @@ pub enum Format {
 pub enum Field {
     /// A fixed string.
     Const(&'static str),
+    /// A fixed boolean.
+    ConstBool(bool),
     /// The absolute path of this binary.
     Command,
     /// The arguments that start the MCP server (`mcp run`).
     Args,
+    /// The binary and its arguments in one array (opencode's `command`).
+    CommandLine,
     /// The tool-call timeout in seconds.
     TimeoutSecs,
     /// The tool-call timeout in milliseconds.
@@ -44,9 +48,10 @@ pub enum Field {
     Url,
     /// The name of the environment variable holding the HTTP token.
     TokenEnv,
-    /// `{"Authorization": "Bearer ${<token env>}"}`: a header the client
-    /// fills in from its environment, so the token never sits in the file.
-    BearerHeaderFromEnv,
+    /// `{"Authorization": "Bearer <reference>"}`, the reference to the token's
+    /// variable spelled the client's way (`${VAR}`, `{env:VAR}`): a header the
+    /// client fills in from its environment, so the token never sits in the file.
+    BearerHeaderFromEnv(fn(&str) -> String),
     /// A key of the other transport's entry, removed when switching.
     Remove,
 }
@@ -102,7 +107,7 @@ pub static PROVIDERS: &[Provider] = &[
         http_fields: Some(&[
             ("type", Field::Const("http")),
             ("url", Field::Url),
-            ("headers", Field::BearerHeaderFromEnv),
+            ("headers", Field::BearerHeaderFromEnv(dollar_braces)),
             ("command", Field::Remove),
             ("args", Field::Remove),
         ]),
@@ -159,6 +164,99 @@ pub static PROVIDERS: &[Provider] = &[
         http_fields: None,
         note: None,
     },
+    // Claude Desktop reads `mcpServers` of claude_desktop_config.json in its
+    // app data dir (Electron's userData: ~/Library/Application Support/Claude
+    // on macOS, $XDG_CONFIG_HOME/Claude, else ~/.config/Claude, on Linux).
+    // The file takes only servers it starts; remote ones are added in its
+    // Settings, so there is no --http form.
+    Provider {
+        id: "claude-desktop",
+        name: "Claude Desktop",
+        home_path: if cfg!(target_os = "macos") {
+            "Library/Application Support/Claude/claude_desktop_config.json"
+        } else {
+            ".config/Claude/claude_desktop_config.json"
+        },
+        dir_env: if cfg!(target_os = "macos") {
+            None
+        } else {
+            Some(("XDG_CONFIG_HOME", "Claude/claude_desktop_config.json"))
+        },
+        format: Format::Json,
+        servers_key: &["mcpServers"],
+        fields: &[("command", Field::Command), ("args", Field::Args)],
+        http_fields: None,
+        note: None,
+    },
+    // opencode reads ~/.config/opencode/opencode.json ($XDG_CONFIG_HOME), JSON
+    // with comments. The flat `mcp.<name>` form is what its V1 releases read
+    // and V2 still accepts (V2's own is `mcp.servers.<name>`). A local server
+    // is one `command` array; a remote one is `url` with `headers`, where
+    // `{env:VAR}` is replaced from the environment; `oauth: false` keeps it
+    // from trying OAuth discovery on a token-protected server.
+    Provider {
+        id: "opencode",
+        name: "opencode",
+        home_path: ".config/opencode/opencode.json",
+        dir_env: Some(("XDG_CONFIG_HOME", "opencode/opencode.json")),
+        format: Format::Jsonc,
+        servers_key: &["mcp"],
+        fields: &[
+            ("type", Field::Const("local")),
+            ("command", Field::CommandLine),
+            ("enabled", Field::ConstBool(true)),
+            ("url", Field::Remove),
+            ("headers", Field::Remove),
+            ("oauth", Field::Remove),
+        ],
+        http_fields: Some(&[
+            ("type", Field::Const("remote")),
+            ("url", Field::Url),
+            ("headers", Field::BearerHeaderFromEnv(env_braces)),
+            ("oauth", Field::ConstBool(false)),
+            ("enabled", Field::ConstBool(true)),
+            ("command", Field::Remove),
+        ]),
+        note: None,
+    },
+    // Kimi CLI (Moonshot's, Python) reads `mcpServers` of ~/.kimi/mcp.json
+    // ($KIMI_SHARE_DIR). Its HTTP headers are taken literally (no variables),
+    // so a token would have to sit in the file: no --http form.
+    Provider {
+        id: "kimi",
+        name: "Kimi CLI",
+        home_path: ".kimi/mcp.json",
+        dir_env: Some(("KIMI_SHARE_DIR", "mcp.json")),
+        format: Format::Json,
+        servers_key: &["mcpServers"],
+        fields: &[("command", Field::Command), ("args", Field::Args)],
+        http_fields: None,
+        note: None,
+    },
+    // Kimi Code (the Kimi CLI's successor) reads `mcpServers` of
+    // ~/.kimi-code/mcp.json ($KIMI_CODE_HOME); an entry with `url` is an HTTP
+    // server, and `bearerTokenEnvVar` names the variable holding its token.
+    Provider {
+        id: "kimi-code",
+        name: "Kimi Code",
+        home_path: ".kimi-code/mcp.json",
+        dir_env: Some(("KIMI_CODE_HOME", "mcp.json")),
+        format: Format::Json,
+        servers_key: &["mcpServers"],
+        fields: &[
+            ("command", Field::Command),
+            ("args", Field::Args),
+            ("url", Field::Remove),
+            ("bearerTokenEnvVar", Field::Remove),
+        ],
+        http_fields: Some(&[
+            ("url", Field::Url),
+            ("bearerTokenEnvVar", Field::TokenEnv),
+            ("command", Field::Remove),
+            ("args", Field::Remove),
+        ]),
+        note: None,
+    },
     // Cursor's global servers live in `mcpServers` of ~/.cursor/mcp.json.
     Provider {
         id: "cursor",
@@ -172,6 +270,16 @@ pub static PROVIDERS: &[Provider] = &[
         note: None,
     },
 ];
+
+/// `${VAR}` (Claude Code).
+fn dollar_braces(var: &str) -> String {
+    format!("${{{var}}}")
+}
+
+/// `{env:VAR}` (opencode).
+fn env_braces(var: &str) -> String {
+    format!("{{env:{var}}}")
+}
 
 fn claude_timeout_note(timeout_secs: u32) -> String {
     let millis = u64::from(timeout_secs) * 1000;
@@ -255,14 +363,20 @@ impl Provider {
             .map(|(key, field)| {
                 let value = match field {
                     Field::Const(text) => Value::from(*text),
+                    Field::ConstBool(b) => Value::from(*b),
                     Field::Command => Value::from(server.map(|s| s.command.clone())),
+                    Field::CommandLine => Value::from(server.map(|s| {
+                        std::iter::once(s.command.clone())
+                            .chain(s.args.iter().cloned())
+                            .collect::<Vec<_>>()
+                    })),
                     Field::Args => Value::from(server.map(|s| s.args.clone())),
                     Field::TimeoutSecs => Value::from(timeout_secs),
                     Field::TimeoutMillis => Value::from(u64::from(timeout_secs) * 1000),
                     Field::Url => Value::from(url.cloned()),
                     Field::TokenEnv => Value::from(token_env.cloned()),
-                    Field::BearerHeaderFromEnv => serde_json::json!({
-                        "Authorization": format!("Bearer ${{{}}}", token_env.map_or("", |v| v.as_str()))
+                    Field::BearerHeaderFromEnv(reference) => serde_json::json!({
+                        "Authorization": format!("Bearer {}", reference(token_env.map_or("", |v| v.as_str())))
                     }),
                     Field::Remove => Value::Null,
                 };
@@ -303,6 +417,29 @@ mod tests {
         }
         assert!(find(DEFAULT_PROVIDER).is_some());
         assert!(find("nope").is_none());
+    }
+
+    #[test]
+    fn new_clients_live_where_their_docs_say() {
+        let env = env_of(&[("HOME", "/h")]);
+        let path = |id: &str| find(id).unwrap().config_path(&env).unwrap();
+        assert_eq!(
+            path("opencode"),
+            PathBuf::from("/h/.config/opencode/opencode.json")
+        );
+        assert_eq!(path("kimi"), PathBuf::from("/h/.kimi/mcp.json"));
+        assert_eq!(path("kimi-code"), PathBuf::from("/h/.kimi-code/mcp.json"));
+        if cfg!(target_os = "linux") {
+            assert_eq!(
+                path("claude-desktop"),
+                PathBuf::from("/h/.config/Claude/claude_desktop_config.json")
+            );
+            let env = env_of(&[("HOME", "/h"), ("XDG_CONFIG_HOME", "/x")]);
+            assert_eq!(
+                find("claude-desktop").unwrap().config_path(&env).unwrap(),
+                PathBuf::from("/x/Claude/claude_desktop_config.json")
+            );
+        }
     }
 
     #[test]
@@ -391,6 +528,34 @@ mod tests {
             )
         );
         assert!(find("cursor").unwrap().entry(&http, 600).is_none());
+
+        // opencode: one command array locally, `{env:VAR}` remotely.
+        let opencode = find("opencode").unwrap();
+        let local = opencode.entry(&stdio, 600).unwrap();
+        assert_eq!(local[0].1, "local");
+        assert_eq!(
+            local[1].1,
+            serde_json::json!(["/bin/poe-code", "mcp", "run"])
+        );
+        assert_eq!(local[2].1, true);
+        let remote = opencode.entry(&http, 600).unwrap();
+        assert_eq!(remote[0].1, "remote");
+        assert_eq!(
+            remote[2].1,
+            serde_json::json!({"Authorization": "Bearer {env:POE_CODE_TOKEN}"})
+        );
+        assert_eq!(remote[3], ("oauth".to_string(), Value::from(false)));
+        // Kimi Code names the variable; Kimi CLI and Claude Desktop cannot.
+        let kimi_code = find("kimi-code").unwrap().entry(&http, 600).unwrap();
+        assert_eq!(
+            kimi_code[1],
+            (
+                "bearerTokenEnvVar".to_string(),
+                Value::from("POE_CODE_TOKEN")
+            )
+        );
+        assert!(find("kimi").unwrap().entry(&http, 600).is_none());
+        assert!(find("claude-desktop").unwrap().entry(&http, 600).is_none());
         assert!(!find("claude-code").unwrap().writes_timeout());
         assert!(find("codex").unwrap().writes_timeout());
     }
