@@ -15,6 +15,8 @@ use crate::client::McpClient;
 pub struct TestEnv {
     root: TempDir,
     vars: Vec<(String, String)>,
+    /// Daemons started in the foreground, reaped when the env drops.
+    foreground: std::sync::Mutex<Vec<std::process::Child>>,
 }
 
 /// A scratch dir under the target dir rather than /tmp (Codex refuses to
@@ -58,6 +60,7 @@ impl TestEnv {
         let env = Self {
             root,
             vars: Vec::new(),
+            foreground: std::sync::Mutex::new(Vec::new()),
         };
         std::fs::create_dir_all(env.plugin_dir()).expect("plugin dir");
         for plugin in plugins {
@@ -212,8 +215,9 @@ impl TestEnv {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // Stopped by `poe-coded stop` when the env drops.
-        command.spawn().expect("start poe-coded");
+        // Stopped by `poe-coded stop` when the env drops, then reaped.
+        let child = command.spawn().expect("start poe-coded");
+        self.foreground.lock().unwrap().push(child);
         let status = self.wait_status(Duration::from_secs(30), |s| s["http"]["listen"].is_string());
         format!(
             "http://{}",
@@ -298,6 +302,16 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         if self.home().join("run").exists() {
             let _ = self.run("poe-coded", &["stop"]);
+        }
+        let children =
+            std::mem::take(&mut *self.foreground.lock().unwrap_or_else(|e| e.into_inner()));
+        for mut child in children {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

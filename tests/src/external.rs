@@ -30,6 +30,10 @@ pub enum Tool {
     PythonMcp,
     /// `python3` on `PATH` with the official `openai` package.
     PythonOpenAi,
+    /// The MCP conformance suite (npm `@modelcontextprotocol/conformance`)
+    /// in `target/ci-tools`, and Node.js 22 or later to run it:
+    /// `CONFORMANCE_NODE`, else the copy `.ci/run` installs, else `node`.
+    Conformance,
 }
 
 impl Tool {
@@ -40,6 +44,7 @@ impl Tool {
             Tool::Codex => "codex",
             Tool::PythonMcp => "python-mcp",
             Tool::PythonOpenAi => "python-openai",
+            Tool::Conformance => "conformance",
         }
     }
 
@@ -51,6 +56,10 @@ impl Tool {
             Tool::Codex => "npm install --prefix target/ci-tools @openai/codex (as .ci/run does)",
             Tool::PythonMcp => "python3 -m pip install 'mcp>=2,<3' (as .ci/run does)",
             Tool::PythonOpenAi => "python3 -m pip install 'openai>=1,<3' (as .ci/run does)",
+            Tool::Conformance => {
+                "npm install --prefix target/ci-tools @modelcontextprotocol/conformance@<version> \
+                 and --prefix target/ci-tools/node22 node@22 (as .ci/run does)"
+            }
         }
     }
 
@@ -61,6 +70,7 @@ impl Tool {
             Tool::Codex => find_cli("CODEX_BIN", "codex"),
             Tool::PythonMcp => find_python_package("mcp", "2."),
             Tool::PythonOpenAi => find_python_package("openai", ""),
+            Tool::Conformance => find_conformance_node(),
         }
     }
 }
@@ -126,6 +136,44 @@ fn on_path(name: &str) -> Option<PathBuf> {
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The conformance suite's entry script, as `.ci/run` installs it.
+pub fn conformance_script() -> PathBuf {
+    workspace_root()
+        .join("target/ci-tools/node_modules/@modelcontextprotocol/conformance/dist/index.js")
+}
+
+/// A Node.js that runs the conformance suite (it needs 22 or later).
+fn find_conformance_node() -> Result<PathBuf, String> {
+    let script = conformance_script();
+    if !script.is_file() {
+        return Err(format!("{} does not exist", script.display()));
+    }
+    let ci = workspace_root().join("target/ci-tools/node22/node_modules/.bin/node");
+    let node = match std::env::var_os("CONFORMANCE_NODE").filter(|v| !v.is_empty()) {
+        Some(node) => PathBuf::from(node),
+        None if ci.is_file() => ci,
+        None => on_path("node").ok_or("there is no `node` on PATH")?,
+    };
+    let out = Command::new(&node)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("{} does not run: {e}", node.display()))?;
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let major: u32 = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 22 {
+        return Err(format!(
+            "the conformance suite needs Node.js 22 or later, {} is {version}",
+            node.display()
+        ));
+    }
+    Ok(node)
 }
 
 /// `python3` with `package` installed at a version starting with `major`.

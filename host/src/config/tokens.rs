@@ -134,10 +134,13 @@ pub fn revoke(paths: &Paths, id_or_name: &str) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// What identifies one version of the token file: mtime, length, inode.
+type Stamp = (SystemTime, u64, u64);
+
 /// The daemon's view of the token file, re-read whenever it changes.
 pub struct TokenCheck {
     path: PathBuf,
-    cached: Mutex<(Option<(SystemTime, u64, u64)>, Vec<Token>)>,
+    cached: Mutex<(Option<Stamp>, Vec<Token>)>,
 }
 
 impl TokenCheck {

@@ -143,9 +143,24 @@ pub async fn serve(
         "::1".to_string(),
     ];
     loopback.extend(options.allowed_hosts.iter().cloned());
+    // A page the listener itself could serve (same scheme, host and port)
+    // is same-origin; every other Origin must be listed.
+    let mut origins: Vec<String> = loopback
+        .iter()
+        .map(|host| {
+            if host.parse::<std::net::Ipv6Addr>().is_ok() {
+                format!("http://[{host}]:{}", addr.port())
+            } else if host.contains(':') {
+                format!("http://{host}") // already host:port
+            } else {
+                format!("http://{host}:{}", addr.port())
+            }
+        })
+        .collect();
+    origins.extend(options.allowed_origins.iter().cloned());
     let mut config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(loopback.clone())
-        .with_allowed_origins(options.allowed_origins.clone())
+        .with_allowed_origins(origins.clone())
         .enforce_origin_validation()
         .with_max_request_body_bytes(options.max_body_bytes)
         .with_cancellation_token(daemon.shutdown.child_token());
@@ -167,7 +182,7 @@ pub async fn serve(
         tokens: Arc::new(TokenCheck::new(paths)),
         require_token: options.require_token,
         allowed_hosts: loopback,
-        allowed_origins: options.allowed_origins.clone(),
+        allowed_origins: origins,
         max_body: options.max_body_bytes,
         max_sessions: options.max_sessions,
         sessions: sessions.clone(),
