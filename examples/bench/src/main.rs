@@ -25,7 +25,12 @@
 //!    exactly that long) vs the same request, history and file text
 //!    included, sent straight to the fake;
 //! 8. a 3-model `consensus` with cross-feedback against a stand-in whose
-//!    answers each stream for 1 s: wall time against two parallel rounds.
+//!    answers each stream for 1 s: wall time against two parallel rounds;
+//! 9. `get_bot_response` over the HTTP listener (a 2025-11-25 session and a
+//!    2026-07-28 stateless request) vs the stdio path vs direct, interleaved;
+//!    and 1,000 HTTP sessions open on one daemon: memory per session.
+
+mod http;
 
 use std::time::{Duration, Instant};
 
@@ -247,6 +252,9 @@ async fn main() {
 
     concurrent(&env, &fake.base_url(), sessions, per_session).await;
     drop(env);
+
+    http::latency(&fake, arg("http-calls", 1000)).await;
+    http::many_sessions(arg("http-sessions", 1000)).await;
 
     consensus_wall(arg("consensus-runs", 5)).await;
     reload_latency(arg("reloads", 10)).await;
