@@ -30,6 +30,9 @@
 //! max_file_bytes = 1048576
 //! max_image_bytes = 10485760
 //! export_dir = "~/poe-exports"
+//!
+//! [http]              # the HTTP listener (off without `listen`)
+//! listen = "127.0.0.1:8765"
 //! ```
 //!
 //! Environment variables override the file; the file overrides plugin
@@ -223,6 +226,8 @@ mod tests {
         assert_eq!(file.summarization, Some(true));
         assert_eq!(file.consensus.max_models, Some(8));
         assert_eq!(file.aliases["fast"], "GPT-5-mini");
+        assert_eq!(file.http.listen.as_deref(), Some("127.0.0.1:8765"));
+        assert_eq!(file.http.max_sessions, Some(1024));
     }
 
     #[test]

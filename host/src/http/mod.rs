@@ -236,3 +236,50 @@ pub async fn serve(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(text: &str) -> HttpSection {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn the_listener_is_off_loopback_only_with_consent() {
+        assert!(
+            Options::resolve(&section(""), None, false)
+                .unwrap()
+                .is_none()
+        );
+        let on = Options::resolve(&section("listen = \"127.0.0.1:8765\""), None, false)
+            .unwrap()
+            .unwrap();
+        assert!(on.require_token);
+        assert_eq!(on.max_sessions, DEFAULT_MAX_SESSIONS);
+        // --http wins over the file.
+        let cli = Options::resolve(&section("listen = \"127.0.0.1:1\""), Some("[::1]:2"), false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(cli.listen.to_string(), "[::1]:2");
+
+        let err = Options::resolve(&section("listen = \"0.0.0.0:8765\""), None, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allow_remote"), "{err}");
+        assert!(Options::resolve(&section("listen = \"0.0.0.0:8765\""), None, true).is_ok());
+        assert!(
+            Options::resolve(
+                &section("listen = \"0.0.0.0:8765\"\nallow_remote = true\nrequire_token = false"),
+                None,
+                false
+            )
+            .is_err(),
+            "no tokens only on loopback"
+        );
+        let err = Options::resolve(&section("listen = \"localhost\""), None, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("host:port"), "{err}");
+    }
+}
