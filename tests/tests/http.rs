@@ -360,3 +360,88 @@ async fn a_stateless_call_keeps_running_when_its_client_hangs_up() {
     );
     assert_eq!(status["jobs"]["cancelled"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_sessions_stream_progress_cancel_on_request_and_are_capped() {
+    let env = TestEnv::new(&["echo-plugin"]);
+    env.write_config("[http]\nmax_sessions = 2\n");
+    let token = env.create_token("ci");
+    let base = env.start_http_daemon();
+    let http = Http::new(&base, &token);
+    let session = http.open_session("progress").await;
+
+    // Progress arrives on the call's own stream, before its result.
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "get_bot_response",
+        "arguments": {"bot_name": "echo", "message": "one two three", "params": {"delay_ms": "200"}},
+        "_meta": {"progressToken": "p7"}}});
+    let body = http
+        .post(&call)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let messages: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        .collect();
+    let result_at = messages
+        .iter()
+        .position(|m| m["id"] == 7)
+        .expect("a result");
+    assert_eq!(result_text(&messages[result_at]), "one two three");
+    let progress: Vec<&Value> = messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .collect();
+    assert!(!progress.is_empty(), "{body}");
+    assert!(
+        progress
+            .iter()
+            .all(|p| p["params"]["progressToken"] == "p7")
+    );
+    assert!(
+        messages[result_at + 1..].is_empty(),
+        "nothing follows the result: {body}"
+    );
+
+    // notifications/cancelled stops the call (a session's explicit cancel).
+    let slow = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {
+        "name": "get_bot_response",
+        "arguments": {"bot_name": "echo", "message": "a b c d e f g h", "params": {"delay_ms": "500"}}}});
+    let request = http
+        .post(&slow)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send();
+    let pending = tokio::spawn(async move { request.await.unwrap().text().await.unwrap() });
+    env.wait_status(Duration::from_secs(10), |s| s["jobs"]["running"] == 1);
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 8, "reason": "changed my mind"}});
+    let response = http
+        .post(&cancel)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    env.wait_status(Duration::from_secs(10), |s| s["jobs"]["cancelled"] == 1);
+    pending.abort();
+
+    // The cap: a third session is refused with the reason, the others serve.
+    let _second = http.open_session("second").await;
+    let response = http.post(&initialize_body("third")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("max_sessions"), "{message}");
+    let tools = http.call(&session, 9, "tools/list", json!({})).await;
+    assert!(tools["result"]["tools"].is_array(), "{tools}");
+}
