@@ -445,3 +445,59 @@ async fn http_sessions_stream_progress_cancel_on_request_and_are_capped() {
     let tools = http.call(&session, 9, "tools/list", json!({})).await;
     assert!(tools["result"]["tools"].is_array(), "{tools}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_with_its_own_key_is_limited_and_billed_on_that_key() {
+    let env = TestEnv::new(&["echo-plugin"]);
+    let shared = env.create_token("alice");
+    let mut create = env.command("poe-code");
+    create
+        .args(["token", "create", "bob", "--own-key"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = create.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"sk-bobs-own-key-9876\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let own = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let listed = String::from_utf8(env.run_ok("poe-code", &["token", "list"]).stdout).unwrap();
+    assert!(listed.contains("own Poe key …9876"), "{listed}");
+    assert!(
+        !listed.contains("sk-bobs"),
+        "the key itself is never listed: {listed}"
+    );
+
+    let base = env.start_http_daemon();
+    let client = reqwest::Client::new();
+    for token in [&shared, &own] {
+        let answer: Value = client
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(token)
+            .json(&json!({"model": "echo", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["choices"][0]["message"]["content"], "hi", "{answer}");
+    }
+    let status = env.status().unwrap();
+    let mut keys: Vec<&str> = status["limiters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["key"].as_str().unwrap())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["…9876", "…cdef"], "one limiter per key: {status}");
+}
