@@ -501,3 +501,28 @@ async fn a_token_with_its_own_key_is_limited_and_billed_on_that_key() {
     keys.sort();
     assert_eq!(keys, ["…9876", "…cdef"], "one limiter per key: {status}");
 }
+
+#[test]
+fn a_listener_others_could_reach_needs_consent() {
+    let env = TestEnv::new(&["echo-plugin"]);
+    // Asked for on the command line: the daemon does not start.
+    let out = env.run("poe-coded", &["run", "--http", "0.0.0.0:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("allow_remote") && err.contains("TLS"), "{err}");
+    // Asked for in config.toml: the socket still serves, status says why
+    // there is no listener.
+    env.write_config("[http]\nlisten = \"0.0.0.0:0\"\n");
+    env.run_ok("poe-coded", &["start"]);
+    let status = env.status().unwrap();
+    assert!(status["http"].is_null(), "{status}");
+    assert!(
+        status["http_error"]
+            .as_str()
+            .unwrap()
+            .contains("not a loopback address"),
+        "{status}"
+    );
+    let text = String::from_utf8(env.run_ok("poe-coded", &["status"]).stdout).unwrap();
+    assert!(text.contains("http: NOT listening"), "{text}");
+}

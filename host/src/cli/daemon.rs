@@ -443,6 +443,9 @@ pub fn render(s: &Status) -> String {
             session.id, client, via, session.calls, session.connected_secs
         );
     }
+    if let Some(error) = &s.http_error {
+        let _ = writeln!(out, "http: NOT listening — {error}");
+    }
     if let Some(http) = &s.http {
         let _ = writeln!(
             out,

@@ -148,7 +148,8 @@ pub async fn run(paths: Paths, options: Options) -> Result<(), StartError> {
         jobs,
         limits: Limits::new(config_file.limits),
         idle_timeout: options.idle_timeout,
-        config_error: config_error.or(http_error),
+        config_error,
+        http_error,
     }));
 
     // Hot reload; the watcher stops when dropped at the end of `run`.

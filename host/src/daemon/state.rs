@@ -38,6 +38,8 @@ pub struct DaemonState {
     pub idle_timeout: Option<Duration>,
     /// Why config.toml was ignored, if it was.
     pub config_error: Option<String>,
+    /// Why the HTTP listener `[http]` asks for is not listening, if it is not.
+    pub http_error: Option<String>,
     started: Instant,
     sessions: Mutex<BTreeMap<u64, Arc<SessionInfo>>>,
     next_session: AtomicU64,
@@ -121,6 +123,8 @@ pub struct Parts {
     pub idle_timeout: Option<Duration>,
     /// Why config.toml was ignored, for `status`.
     pub config_error: Option<String>,
+    /// Why the HTTP listener is not listening, for `status`.
+    pub http_error: Option<String>,
 }
 
 impl DaemonState {
@@ -135,6 +139,7 @@ impl DaemonState {
             limits,
             idle_timeout,
             config_error,
+            http_error,
         } = parts;
         Self {
             paths,
@@ -149,6 +154,7 @@ impl DaemonState {
             shutdown: CancellationToken::new(),
             idle_timeout,
             config_error,
+            http_error,
             started: Instant::now(),
             sessions: Mutex::new(BTreeMap::new()),
             next_session: AtomicU64::new(1),
@@ -345,6 +351,7 @@ impl DaemonState {
                 .or_else(|| self.registry.config_error()),
             plugins_hint: plugins_empty.then(|| self.registry.none_loaded_hint()),
             plugin_dirs: self.registry.dir_status(),
+            http_error: self.http_error.clone(),
             http: self.http.get().map(|listening| {
                 let tokens = self
                     .token_usage

@@ -47,6 +47,10 @@ pub struct Status {
     /// The HTTP listener, when one is on.
     #[serde(default)]
     pub http: Option<HttpStatus>,
+    /// Why the listener `[http]` asks for is not listening (bad address,
+    /// port in use, a non-loopback address without consent).
+    #[serde(default)]
+    pub http_error: Option<String>,
 }
 
 /// The daemon's HTTP listener.
