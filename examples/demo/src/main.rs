@@ -3,8 +3,10 @@
 //! Builds poe-code and its plugins, gives them a throwaway state dir, and
 //! drives one MCP session through a real `poe-code mcp run` shim into a real
 //! `poe-coded` daemon with the real poe-openai plugin, printing what an agent
-//! would see. Without `POE_API_KEY` the upstream is a local stand-in for Poe
-//! on 127.0.0.1; with it, the real Poe API answers (and costs points).
+//! would see; then a script uses the same daemon through its HTTP listener's
+//! OpenAI-compatible API, with a token. Without `POE_API_KEY` the upstream is
+//! a local stand-in for Poe on 127.0.0.1; with it, the real Poe API answers
+//! (and costs points).
 
 use serde_json::{Value, json};
 use testkit::TestEnv;
@@ -56,6 +58,13 @@ async fn main() {
         }
     };
     let text_bot = std::env::var("DEMO_BOT").unwrap_or_else(|_| "Claude-Sonnet-4.5".into());
+
+    // The daemon also listens on HTTP (config.toml [http]), on a free port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    env.write_config(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"));
 
     // Agent 1 works in a project folder (files it attaches must be inside).
     let project = tempfile::tempdir().expect("tempdir");
@@ -206,6 +215,35 @@ async fn main() {
 
     let models = second.call_tool("list_models", json!({})).await;
     println!("\n-> list_models\n{}", result_text(&models));
+
+    println!("\n$ poe-code token create demo-script   (for the daemon's HTTP listener)");
+    let token = env.create_token("demo-script");
+    println!("<- a token, shown once (only its hash is stored)");
+    println!(
+        "-> POST http://127.0.0.1:{port}/v1/chat/completions, as an OpenAI SDK script would (stream: true)"
+    );
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .bearer_auth(&token)
+        .json(&json!({"model": text_bot, "stream": true,
+            "messages": [{"role": "user", "content": "One line on why scripts should share the agents' rate limit."}]}))
+        .send()
+        .await
+        .expect("the HTTP listener answers");
+    let status_code = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if !status_code.is_success() {
+        eprintln!("the completion failed ({status_code}): {body}");
+        std::process::exit(1);
+    }
+    let text: String = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .collect();
+    let chunks = body.matches("chat.completion.chunk").count();
+    println!("<- {chunks} chunks: {text}");
 
     println!("\n$ poe-coded status");
     let out = env.run("poe-coded", &["status"]);
