@@ -526,3 +526,53 @@ fn a_listener_others_could_reach_needs_consent() {
     let text = String::from_utf8(env.run_ok("poe-coded", &["status"]).stdout).unwrap();
     assert!(text.contains("http: NOT listening"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_are_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::new(&["echo-plugin"]);
+    env.write_config("[http]\nread_timeout_secs = 1\n");
+    let token = env.create_token("ci");
+    let base = env.start_http_daemon();
+    let addr = base.trim_start_matches("http://").to_string();
+    let patience = Duration::from_secs(15);
+
+    // A body that stops halfway gets 408 once the read timeout passes.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nAccept: {ACCEPT}\r\nContent-Length: 100\r\n\r\n{{\"jsonrpc\""
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(patience, async {
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("an answer to the stalled body");
+    let answer = String::from_utf8_lossy(&seen);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // A request head that never ends: the connection is closed.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(format!("POST /mcp HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(patience, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a stalled request head kept its connection");
+}

@@ -104,6 +104,9 @@ pub struct HttpSection {
     pub max_sessions: Option<usize>,
     /// Largest request body in bytes (default 4 MiB).
     pub max_body_bytes: Option<usize>,
+    /// Seconds a client has to send a request's head, and again its body
+    /// (default 30); a slower one is dropped.
+    pub read_timeout_secs: Option<f64>,
 }
 
 /// `[models]`: default models by output kind, and the `auto` rule's list.

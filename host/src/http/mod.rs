@@ -32,8 +32,8 @@ pub use guard::Caller;
 pub const DEFAULT_MAX_SESSIONS: usize = 1024;
 /// Default cap on a request body.
 pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
-/// A client has this long to send its request head, and again its body.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a client has to send its request head, and again its body.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// An MCP session with no request for this long is closed.
 const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 
@@ -46,6 +46,8 @@ pub struct Options {
     pub allowed_origins: Vec<String>,
     pub max_sessions: usize,
     pub max_body_bytes: usize,
+    /// Time to send a request head, and again its body.
+    pub read_timeout: Duration,
 }
 
 impl Options {
@@ -81,6 +83,10 @@ impl Options {
             allowed_origins: section.allowed_origins.clone(),
             max_sessions: section.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS).max(1),
             max_body_bytes: section.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY).max(1024),
+            read_timeout: section
+                .read_timeout_secs
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .map_or(DEFAULT_READ_TIMEOUT, Duration::from_secs_f64),
         }))
     }
 }
@@ -186,7 +192,7 @@ pub async fn serve(
         max_body: options.max_body_bytes,
         max_sessions: options.max_sessions,
         sessions: sessions.clone(),
-        body_timeout: READ_TIMEOUT,
+        body_timeout: options.read_timeout,
     };
     let app = Router::new()
         .route_service("/mcp", mcp)
@@ -209,7 +215,7 @@ pub async fn serve(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(READ_TIMEOUT);
+        .header_read_timeout(options.read_timeout);
     let shutdown = daemon.shutdown.clone();
     loop {
         let (stream, _) = tokio::select! {
