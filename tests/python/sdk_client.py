@@ -4,22 +4,45 @@ external client would, over both lifecycles:
 - 2025-11-25: initialize handshake, tools/list, tools/call;
 - 2026-07-28: server/discover, then stateless tools/list and tools/call.
 
-Usage: sdk_client.py <path to poe-code> <mode: initialize|discover>
+Usage:
+  sdk_client.py stdio <path to poe-code> <mode: initialize|discover>
+  sdk_client.py http <mcp url> <bearer token> <mode: initialize|discover>
 Prints one JSON line with what it saw; exits non-zero on any failure.
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
 
 from mcp import ClientSession, StdioServerParameters
-from mcp.client.stdio import stdio_client
 
 
-async def main(binary: str, mode: str) -> None:
-    params = StdioServerParameters(command=binary, args=["mcp", "run"], env=dict(os.environ))
-    async with stdio_client(params) as (read, write):
+def transport(argv: list[str]):
+    """The SDK's client transport for the command line, and the mode."""
+    if argv[0] == "stdio":
+        from mcp.client.stdio import stdio_client
+
+        params = StdioServerParameters(command=argv[1], args=["mcp", "run"], env=dict(os.environ))
+        return stdio_client(params), argv[2]
+
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    @contextlib.asynccontextmanager
+    async def http(url: str, token: str):
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=60) as client:
+            async with streamable_http_client(url, http_client=client) as streams:
+                yield streams
+
+    return http(argv[1], argv[2]), argv[3]
+
+
+async def main(argv: list[str]) -> None:
+    connect, mode = transport(argv)
+    async with connect as (read, write):
         async with ClientSession(read, write) as session:
             if mode == "initialize":
                 await session.initialize()
@@ -42,4 +65,4 @@ async def main(binary: str, mode: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1:]))

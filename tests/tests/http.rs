@@ -53,6 +53,13 @@ impl Http {
             .json(body)
     }
 
+    /// A POST in session `session` (its id and protocol version headers).
+    fn post_in(&self, session: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.post(body)
+            .header("mcp-session-id", session)
+            .header("mcp-protocol-version", "2025-11-25")
+    }
+
     /// Opens a 2025-11-25 session; returns its id.
     async fn open_session(&self, client: &str) -> String {
         let response = self.post(&initialize_body(client)).send().await.unwrap();
@@ -64,13 +71,7 @@ impl Http {
         let init = message_with_id(&response.text().await.unwrap(), 1);
         assert_eq!(init["result"]["serverInfo"]["name"], "poe-code", "{init}");
         let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-        let response = self
-            .post(&initialized)
-            .header("mcp-session-id", &session)
-            .header("mcp-protocol-version", "2025-11-25")
-            .send()
-            .await
-            .unwrap();
+        let response = self.post_in(&session, &initialized).send().await.unwrap();
         assert_eq!(response.status(), 202);
         session
     }
@@ -78,13 +79,7 @@ impl Http {
     /// A request in session `session`; returns the answer to it.
     async fn call(&self, session: &str, id: u64, method: &str, params: Value) -> Value {
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let response = self
-            .post(&body)
-            .header("mcp-session-id", session)
-            .header("mcp-protocol-version", "2025-11-25")
-            .send()
-            .await
-            .unwrap();
+        let response = self.post_in(session, &body).send().await.unwrap();
         assert_eq!(response.status(), 200);
         message_with_id(&response.text().await.unwrap(), id)
     }
@@ -171,13 +166,7 @@ async fn every_http_request_is_checked_before_anything_runs() {
 
     // A session id the daemon never gave out: 404.
     let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
-    let response = http
-        .post(&ping)
-        .header("mcp-session-id", "no-such-session")
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await
-        .unwrap();
+    let response = http.post_in("no-such-session", &ping).send().await.unwrap();
     assert_eq!(response.status(), 404);
 
     // A malformed OpenAI request: 400 in OpenAI's shape.
@@ -203,13 +192,7 @@ async fn every_http_request_is_checked_before_anything_runs() {
     // The right token works, and stops working once revoked.
     let session = http.open_session("checks").await;
     env.run_ok("poe-code", &["token", "revoke", "alice"]);
-    let response = http
-        .post(&ping)
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await
-        .unwrap();
+    let response = http.post_in(&session, &ping).send().await.unwrap();
     assert_eq!(response.status(), 401, "a revoked token is refused at once");
 
     let log = env.daemon_log();
@@ -376,9 +359,7 @@ async fn http_sessions_stream_progress_cancel_on_request_and_are_capped() {
         "arguments": {"bot_name": "echo", "message": "one two three", "params": {"delay_ms": "200"}},
         "_meta": {"progressToken": "p7"}}});
     let body = http
-        .post(&call)
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-11-25")
+        .post_in(&session, &call)
         .send()
         .await
         .unwrap()
@@ -414,22 +395,12 @@ async fn http_sessions_stream_progress_cancel_on_request_and_are_capped() {
     let slow = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {
         "name": "get_bot_response",
         "arguments": {"bot_name": "echo", "message": "a b c d e f g h", "params": {"delay_ms": "500"}}}});
-    let request = http
-        .post(&slow)
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-11-25")
-        .send();
+    let request = http.post_in(&session, &slow).send();
     let pending = tokio::spawn(async move { request.await.unwrap().text().await.unwrap() });
     env.wait_status(Duration::from_secs(10), |s| s["jobs"]["running"] == 1);
     let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
         "params": {"requestId": 8, "reason": "changed my mind"}});
-    let response = http
-        .post(&cancel)
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await
-        .unwrap();
+    let response = http.post_in(&session, &cancel).send().await.unwrap();
     assert_eq!(response.status(), 202);
     env.wait_status(Duration::from_secs(10), |s| s["jobs"]["cancelled"] == 1);
     pending.abort();

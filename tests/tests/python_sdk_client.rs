@@ -14,6 +14,7 @@ fn run_sdk(python: &Path, env: &TestEnv, mode: &str) -> Value {
     let script = testkit::build::workspace_root().join("tests/python/sdk_client.py");
     let out = Command::new(python)
         .arg(&script)
+        .arg("stdio")
         .arg(testkit::build::binary("poe-code"))
         .arg(mode)
         .env_remove("POE_BASE_URL")
@@ -59,10 +60,11 @@ fn official_python_sdk_speaks_both_eras_over_http() {
     let env = TestEnv::new(&["echo-plugin"]);
     let token = env.create_token("python");
     let base = env.start_http_daemon();
-    let script = testkit::build::workspace_root().join("tests/python/sdk_http_client.py");
+    let script = testkit::build::workspace_root().join("tests/python/sdk_client.py");
     for (mode, protocol) in [("initialize", "2025-11-25"), ("discover", "2026-07-28")] {
         let out = Command::new(&python)
             .arg(&script)
+            .arg("http")
             .arg(format!("{base}/mcp"))
             .arg(&token)
             .arg(mode)
