@@ -22,7 +22,9 @@ fn env_for(server: &MockServer) -> TestEnv {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_sessions_share_one_limit_and_never_exceed_the_upstreams() {
-    // 1200/min: burst 20 then ~19.7/s, so any 2 s window sees at most ~60.
+    // 60 requests per 2 s window (the window shortened from Poe's minute so
+    // the test takes seconds): 500 calls from 20 sessions, against a
+    // stand-in that counts the same window and says 429 past it.
     let upstream = Arc::new(WindowedUpstream {
         window: Duration::from_secs(2),
         limit: 60,
@@ -31,7 +33,9 @@ async fn twenty_sessions_share_one_limit_and_never_exceed_the_upstreams() {
         rejected: Mutex::new(0),
     });
     let server = upstream_with(Shared(upstream.clone())).await;
-    let env = env_for(&server).with_var("POE_CODE_RATE_LIMITS", "poe-openai=1200");
+    let env = env_for(&server)
+        .with_var("POE_CODE_RATE_WINDOW_SECS", "2")
+        .with_var("POE_CODE_RATE_LIMITS", "poe-openai=60");
     let sessions = (0..20).map(|s| {
         let env = &env;
         async move {
@@ -56,12 +60,99 @@ async fn twenty_sessions_share_one_limit_and_never_exceed_the_upstreams() {
     assert!(*upstream.max_in_window.lock().unwrap() <= 60);
     let status = env.status().unwrap();
     assert_eq!(status["limiters"][0]["plugin"], "poe-openai");
-    assert_eq!(status["limiters"][0]["requests_per_minute"], 1200);
+    assert_eq!(status["limiters"][0]["requests_per_minute"], 60);
     assert_eq!(
         status["limiters"][0]["key"], "…cdef",
         "only a fingerprint of the key"
     );
     drop(shims);
+}
+
+/// `calls` concurrent calls from as many sessions; their answers.
+async fn burst(env: &TestEnv, calls: usize) -> Vec<serde_json::Value> {
+    let runs = (0..calls).map(|i| async move {
+        let mut shim = env.shim().await;
+        shim.initialize(&format!("burst-{i}")).await;
+        shim.ask("test-bot", &format!("call {i}")).await
+    });
+    futures::future::join_all(runs).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_whole_limit_goes_at_once_and_only_the_next_call_waits() {
+    // A wait bound of 1 ms turns any wait for the window into
+    // RATE_LIMIT_EXCEEDED, so success proves the call did not wait.
+    let server = upstream_with(sse_answer("ok")).await;
+    let env = env_for(&server)
+        .with_var("POE_CODE_RATE_LIMITS", "poe-openai=40")
+        .with_var("POE_CODE_RATE_LIMIT_WAIT", "0.001");
+    let mut shim = env.shim().await;
+    shim.initialize("sequential").await;
+    for c in 0..20 {
+        let answer = shim.ask("test-bot", &format!("loop {c}")).await;
+        assert_eq!(
+            result_text(&answer),
+            "ok",
+            "a 20-call loop never waits: {answer}"
+        );
+    }
+    let answers = burst(&env, 20).await;
+    for answer in &answers {
+        assert_eq!(
+            result_text(answer),
+            "ok",
+            "the rest of the limit at once: {answer}"
+        );
+    }
+    let over = shim.ask("test-bot", "the 41st").await;
+    assert_eq!(
+        error_code(&over).as_deref(),
+        Some("RATE_LIMIT_EXCEEDED"),
+        "the 41st call of the minute would wait for the window: {over}"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upstreams_remaining_budget_is_the_truth_for_the_key() {
+    // Our own window would allow 500; the upstream says 3 are left (another
+    // machine spends the key too). Its answers take 300 ms, so the calls
+    // below all ask for their turn before any of them hears back.
+    let reports_three_left = sse_answer("ok")
+        .set_delay(Duration::from_millis(300))
+        .insert_header("x-ratelimit-limit-requests", "500")
+        .insert_header("x-ratelimit-remaining-requests", "3")
+        .insert_header("x-ratelimit-reset-requests", "60");
+    let server = upstream_with(reports_three_left).await;
+    let env = env_for(&server).with_var("POE_CODE_RATE_LIMIT_WAIT", "0.001");
+    let mut first = env.shim().await;
+    first.initialize("first").await;
+    assert_eq!(result_text(&first.ask("test-bot", "learn").await), "ok");
+    assert_eq!(
+        env.status().unwrap()["limiters"][0]["upstream_remaining"],
+        3
+    );
+
+    let mut shims = Vec::new();
+    for i in 0..5 {
+        let mut shim = env.shim().await;
+        shim.initialize(&format!("s{i}")).await;
+        shims.push(shim);
+    }
+    let answers = futures::future::join_all(
+        shims
+            .iter_mut()
+            .enumerate()
+            .map(|(i, shim)| async move { shim.ask("test-bot", &format!("call {i}")).await }),
+    )
+    .await;
+    let refused: Vec<_> = answers.iter().filter_map(error_code).collect();
+    assert_eq!(
+        refused,
+        ["RATE_LIMIT_EXCEEDED", "RATE_LIMIT_EXCEEDED"],
+        "3 of 5 fit what the upstream said was left: {answers:?}"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 4);
 }
 
 /// 429 for the first request, then answers; records arrival times.

@@ -2,20 +2,19 @@
 //! every session of the daemon, so many agents together stay under the
 //! upstream's limit instead of each discovering it with 429s.
 //!
-//! A limiter is a GCRA (governor) sized so that no window of one minute ever
-//! sees more than the configured requests, plus a pause that an upstream 429
-//! or an exhausted `x-ratelimit-remaining` imposes on everyone using the key.
-//! Waiters are served in arrival order (a FIFO mutex in front of governor),
-//! so one busy session cannot starve the others.
+//! A limiter mirrors the upstream's window: a log of the requests that went
+//! out in the last window (a minute), so no call waits while fewer than the
+//! limit went out, and no window ever sees more than the limit. What the
+//! upstream reports (`x-ratelimit-remaining-requests` and its reset) is the
+//! truth for the key until that reset: other machines may spend the same
+//! budget. A 429 pauses everyone using the key. Waiters are served in
+//! arrival order (a FIFO mutex in front of the log), so one busy session
+//! cannot starve the others.
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::config::credentials::fingerprint;
 
@@ -23,6 +22,11 @@ use crate::config::credentials::fingerprint;
 pub const RATE_LIMITS_ENV: &str = "POE_CODE_RATE_LIMITS";
 /// Limit used when a plugin declares none.
 pub const FALLBACK_REQUESTS_PER_MINUTE: u32 = 500;
+/// Environment override of the window limits count in (seconds; default
+/// 60, Poe's), for upstreams that count another window and for tests.
+pub const RATE_WINDOW_ENV: &str = "POE_CODE_RATE_WINDOW_SECS";
+/// The window of a requests-per-minute limit.
+pub const MINUTE: Duration = Duration::from_secs(60);
 
 /// The limit for one plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,28 +51,76 @@ pub struct Limiter {
     /// Fingerprint of the API key (never the key itself).
     pub key: String,
     pub limit: Limit,
-    gcra: DefaultDirectRateLimiter,
+    /// The window the limit counts in.
+    window: Duration,
+    /// When each request of the current window went out, oldest first.
+    sent: Mutex<Window>,
     fifo: tokio::sync::Mutex<()>,
     paused_until: Mutex<Option<Instant>>,
     waiting: AtomicU64,
     last_remaining: Mutex<Option<u64>>,
 }
 
+/// The requests of the current window, and the upstream's word on them.
+#[derive(Default)]
+struct Window {
+    sent: VecDeque<Instant>,
+    upstream: Option<Reported>,
+}
+
+/// What the upstream last said of the key's budget.
+struct Reported {
+    remaining: u64,
+    reset_at: Instant,
+    /// Requests sent since it said so.
+    spent: u64,
+}
+
+impl Window {
+    /// Takes a turn at `now` if the window has one; otherwise when to ask
+    /// again.
+    fn take(&mut self, now: Instant, limit: usize, window: Duration) -> Result<(), Instant> {
+        // A request leaves the window a little after a full window: the
+        // upstream counts arrivals, which trail our sends by a jitter.
+        let span = window + (window / 50).max(Duration::from_millis(250));
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= span)
+        {
+            self.sent.pop_front();
+        }
+        if self.upstream.as_ref().is_some_and(|r| r.reset_at <= now) {
+            self.upstream = None;
+        }
+        let mut next = None;
+        if self.sent.len() >= limit {
+            next = self.sent.front().map(|t| *t + span);
+        }
+        if let Some(reported) = &self.upstream
+            && reported.spent >= reported.remaining
+        {
+            next = Some(next.map_or(reported.reset_at, |n: Instant| n.max(reported.reset_at)));
+        }
+        if let Some(next) = next {
+            return Err(next.max(now + Duration::from_millis(1)));
+        }
+        self.sent.push_back(now);
+        if let Some(reported) = &mut self.upstream {
+            reported.spent += 1;
+        }
+        Ok(())
+    }
+}
+
 impl Limiter {
-    fn new(plugin: &str, key: &str, limit: Limit) -> Self {
-        let rpm = limit.requests_per_minute.max(1);
-        // burst + rate·60 s <= rpm keeps every one-minute window under the limit.
-        let burst = (rpm / 60).max(1);
-        let sustained = (rpm - burst).max(1);
-        let period = Duration::from_secs_f64(60.0 / f64::from(sustained));
-        let quota = Quota::with_period(period)
-            .expect("period is positive")
-            .allow_burst(NonZeroU32::new(burst).expect("burst >= 1"));
+    fn new(plugin: &str, key: &str, limit: Limit, window: Duration) -> Self {
         Self {
             plugin: plugin.to_string(),
             key: key.to_string(),
             limit,
-            gcra: RateLimiter::direct(quota),
+            window,
+            sent: Mutex::new(Window::default()),
             fifo: tokio::sync::Mutex::new(()),
             paused_until: Mutex::new(None),
             waiting: AtomicU64::new(0),
@@ -89,17 +141,29 @@ impl Limiter {
         }
     }
 
-    /// Takes what the upstream said about its budget into account.
+    /// Takes what the upstream said about its budget as the truth until its
+    /// reset (it counts every machine using the key; we count only ours).
     pub fn observe(&self, remaining: Option<u64>, reset: Option<Duration>) {
         *self
             .last_remaining
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = remaining;
-        if remaining == Some(0)
-            && let Some(reset) = reset
-        {
-            self.pause_until(Instant::now() + reset);
+        if let (Some(remaining), Some(reset)) = (remaining, reset) {
+            self.sent.lock().unwrap_or_else(|e| e.into_inner()).upstream = Some(Reported {
+                remaining,
+                reset_at: Instant::now() + reset,
+                spent: 0,
+            });
         }
+    }
+
+    /// Takes a turn now if the window has one.
+    fn take(&self) -> Result<(), Instant> {
+        let limit = self.limit.requests_per_minute.max(1) as usize;
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(Instant::now(), limit, self.window)
     }
 
     /// Waits for this call's turn, at most `bound`. Cancel-safe: a waiter
@@ -125,14 +189,13 @@ impl Limiter {
                 tokio::time::sleep_until(until.into()).await;
                 continue;
             }
-            match self.gcra.check() {
+            match self.take() {
                 Ok(()) => return Ok(()),
-                Err(not_until) => {
-                    let wait = not_until.wait_time_from(DefaultClock::default().now());
-                    if Instant::now() + wait > deadline {
-                        return Err(exceeded(wait));
+                Err(next) => {
+                    if next > deadline {
+                        return Err(exceeded(next - Instant::now()));
                     }
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep_until(next.into()).await;
                 }
             }
         }
@@ -149,13 +212,12 @@ impl Limiter {
         let Ok(_turn) = self.fifo.try_lock() else {
             return Err(Duration::from_millis(100));
         };
-        self.gcra
-            .check()
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        self.take()
+            .map_err(|next| next.saturating_duration_since(Instant::now()))
     }
 
     fn limit_period(&self) -> Duration {
-        Duration::from_secs_f64(60.0 / f64::from(self.limit.requests_per_minute.max(1)))
+        self.window / self.limit.requests_per_minute.max(1)
     }
 
     /// A status row.
@@ -221,10 +283,10 @@ pub fn key_id(api_key: &str) -> String {
 type LimiterKey = (String, Option<String>);
 
 /// All limiters of the daemon, by plugin and [`key_id`].
-#[derive(Default)]
 pub struct Limits {
     limiters: Mutex<HashMap<LimiterKey, Arc<Limiter>>>,
     overrides: HashMap<String, u32>,
+    window: Duration,
 }
 
 impl Limits {
@@ -241,9 +303,15 @@ impl Limits {
                 }
             }
         }
+        let window = std::env::var(RATE_WINDOW_ENV)
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(MINUTE, Duration::from_secs_f64);
         Self {
             limiters: Mutex::new(HashMap::new()),
             overrides,
+            window,
         }
     }
 
@@ -288,6 +356,7 @@ impl Limits {
                     Limit {
                         requests_per_minute: rpm,
                     },
+                    self.window,
                 ))
             })
             .clone()
@@ -306,6 +375,17 @@ impl Limits {
 mod tests {
     use super::*;
 
+    fn limiter(per_window: u32, window: Duration) -> Limiter {
+        Limiter::new(
+            "p",
+            "k",
+            Limit {
+                requests_per_minute: per_window,
+            },
+            window,
+        )
+    }
+
     #[test]
     fn keys_that_end_alike_get_their_own_limiters() {
         let limits = Limits::new(HashMap::new());
@@ -321,18 +401,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_dropped_in_the_queue_leaves_the_count() {
-        let limiter = Arc::new(Limiter::new(
-            "p",
-            "k",
-            Limit {
-                requests_per_minute: 60,
-            },
-        ));
-        // The burst of 1 goes through; the next waits about a second.
+        let limiter = Arc::new(limiter(1, MINUTE));
+        // The window's one request goes through; the next waits a minute.
         limiter.acquire(WaitBound(Duration::ZERO)).await.unwrap();
         let waiting = tokio::spawn({
             let limiter = limiter.clone();
-            async move { limiter.acquire(WaitBound(Duration::from_secs(30))).await }
+            async move { limiter.acquire(WaitBound(Duration::from_secs(120))).await }
         });
         while limiter.status().queued == 0 {
             tokio::task::yield_now().await;
@@ -342,60 +416,100 @@ mod tests {
         assert_eq!(limiter.status().queued, 0);
     }
 
-    #[tokio::test]
-    async fn no_minute_window_exceeds_the_limit() {
-        let limiter = Limiter::new(
-            "p",
-            "k",
-            Limit {
-                requests_per_minute: 600,
-            },
-        );
+    #[test]
+    fn the_whole_limit_goes_at_once_and_the_next_waits_for_the_window() {
+        let window = Duration::from_secs(60);
+        let mut log = Window::default();
         let start = Instant::now();
-        let mut granted = 0;
-        while start.elapsed() < Duration::from_millis(1500) {
-            if limiter
-                .acquire(WaitBound(Duration::from_millis(1)))
-                .await
-                .is_ok()
-            {
-                granted += 1;
+        for _ in 0..500 {
+            log.take(start, 500, window)
+                .expect("no wait within the limit");
+        }
+        let next = log.take(start, 500, window).unwrap_err();
+        assert!(next >= start + window, "the 501st waits for the window");
+        assert!(next <= start + window + window / 20);
+        // When the burst leaves the window, the whole limit is free again.
+        for _ in 0..500 {
+            log.take(next, 500, window).expect("a new window");
+        }
+        assert!(log.take(next, 500, window).is_err());
+        // A short window still leaves at least 250 ms for arrival jitter.
+        let short = Duration::from_secs(2);
+        let mut short_log = Window::default();
+        short_log.take(start, 1, short).unwrap();
+        let again = short_log.take(start, 1, short).unwrap_err();
+        assert!(again >= start + short + Duration::from_millis(250));
+    }
+
+    #[test]
+    fn no_window_ever_holds_more_than_the_limit() {
+        let window = Duration::from_millis(1000);
+        let mut log = Window::default();
+        let start = Instant::now();
+        let mut granted = Vec::new();
+        // Ask every 7 ms for 5 windows.
+        for step in 0..715u32 {
+            let now = start + Duration::from_millis(7) * step;
+            if log.take(now, 40, window).is_ok() {
+                granted.push(now);
             }
         }
-        // 600/min is 10/s: burst 10 then ~9.8/s, so 1.5 s allows about 25.
-        assert!(granted <= 26, "granted {granted}");
-        assert!(
-            granted >= 10,
-            "the burst must be granted at once: {granted}"
-        );
+        for (i, t) in granted.iter().enumerate() {
+            let in_window = granted[i..]
+                .iter()
+                .take_while(|u| u.duration_since(*t) < window)
+                .count();
+            assert!(
+                in_window <= 40,
+                "{in_window} in the window from request {i}"
+            );
+        }
+        assert!(granted.len() >= 4 * 40, "{} granted", granted.len());
+    }
+
+    #[test]
+    fn the_upstreams_word_is_the_truth_until_its_reset() {
+        let window = Duration::from_secs(60);
+        let mut log = Window::default();
+        let now = Instant::now();
+        log.take(now, 500, window).unwrap();
+        // Other machines spent the key's budget: 2 left for 10 s.
+        log.upstream = Some(Reported {
+            remaining: 2,
+            reset_at: now + Duration::from_secs(10),
+            spent: 0,
+        });
+        log.take(now, 500, window).unwrap();
+        log.take(now, 500, window).unwrap();
+        let next = log.take(now, 500, window).unwrap_err();
+        assert_eq!(next, now + Duration::from_secs(10));
+        // After the reset our own window counts again.
+        assert!(log.take(next, 500, window).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_sequential_loop_under_the_limit_never_waits() {
+        let limiter = limiter(500, MINUTE);
+        // A bound of zero fails any call that would have to wait.
+        for _ in 0..20 {
+            limiter.acquire(WaitBound(Duration::ZERO)).await.unwrap();
+        }
+        assert!(limiter.try_acquire().is_ok());
     }
 
     #[tokio::test]
     async fn pause_blocks_until_it_ends_or_fails_fast_past_the_bound() {
-        let limiter = Limiter::new(
-            "p",
-            "k",
-            Limit {
-                requests_per_minute: 6000,
-            },
-        );
-        limiter.pause_until(Instant::now() + Duration::from_secs(10));
-        let err = limiter
+        let limiter_a = limiter(6000, MINUTE);
+        limiter_a.pause_until(Instant::now() + Duration::from_secs(10));
+        let err = limiter_a
             .acquire(WaitBound(Duration::from_millis(50)))
             .await
             .unwrap_err();
         assert!(err.retry_after > Duration::from_secs(5));
-        limiter.pause_until(Instant::now());
-        let limiter = Limiter::new(
-            "p",
-            "k",
-            Limit {
-                requests_per_minute: 6000,
-            },
-        );
-        limiter.pause_until(Instant::now() + Duration::from_millis(100));
+        let limiter_b = limiter(6000, MINUTE);
+        limiter_b.pause_until(Instant::now() + Duration::from_millis(100));
         let started = Instant::now();
-        limiter
+        limiter_b
             .acquire(WaitBound(Duration::from_secs(5)))
             .await
             .unwrap();
