@@ -28,9 +28,12 @@
 //!    answers each stream for 1 s: wall time against two parallel rounds;
 //! 9. `get_bot_response` over the HTTP listener (a 2025-11-25 session and a
 //!    2026-07-28 stateless request) vs the stdio path vs direct, interleaved;
-//!    and 1,000 HTTP sessions open on one daemon: memory per session.
+//!    and 1,000 HTTP sessions open on one daemon: memory per session;
+//! 10. the shared limiter alone: the wait of a 20-call loop and of a burst of
+//!     a whole minute's limit, and what the call after it is told.
 
 mod http;
+mod limiter;
 
 use std::time::{Duration, Instant};
 
@@ -253,6 +256,7 @@ async fn main() {
     concurrent(&env, &fake.base_url(), sessions, per_session).await;
     drop(env);
 
+    limiter::waits().await;
     http::latency(&fake, arg("http-calls", 1000)).await;
     http::many_sessions(arg("http-sessions", 1000)).await;
 
