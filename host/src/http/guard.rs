@@ -15,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::config::credentials::{self, fingerprint};
 use crate::config::tokens::TokenCheck;
@@ -244,14 +244,16 @@ impl Guard {
         if headers.contains_key("mcp-session-id") {
             return Ok(());
         }
-        let is_initialize = serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|v| {
-                v.get("method")
-                    .and_then(Value::as_str)
-                    .map(|m| m == "initialize")
-            })
-            .unwrap_or(false);
+        // Only `method` is read; the rest (up to the body cap, e.g. a
+        // stateless call's files) is skipped, not built into a tree that
+        // rmcp would parse again.
+        #[derive(serde::Deserialize)]
+        struct Method<'a> {
+            #[serde(borrow)]
+            method: Option<std::borrow::Cow<'a, str>>,
+        }
+        let is_initialize = serde_json::from_slice::<Method>(body)
+            .is_ok_and(|m| m.method.as_deref() == Some("initialize"));
         if is_initialize {
             let open = self.sessions.sessions.read().await.len();
             if open >= self.max_sessions {
