@@ -13,6 +13,8 @@ use fake_poe::FakePoe;
 use serde_json::{Value, json};
 use testkit::client::{error_code, result_text};
 use testkit::{McpClient, TestEnv};
+use wiremock::matchers::{body_partial_json, method, path};
+use wiremock::{Mock, ResponseTemplate};
 
 async fn fake_env(plugins: &[&str]) -> (FakePoe, TestEnv) {
     let fake = FakePoe::start().await;
@@ -57,6 +59,21 @@ fn models_of(phase: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn three_models_one_fails_the_others_refine_and_a_later_round_continues_after_a_restart() {
     let (fake, env) = fake_env(&["poe-openai"]).await;
+    // fake-404 fails only after a while, so the progress naming who answered
+    // is sent while it is still working (a consensus that ends at once
+    // sends none: the result carries everything).
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_partial_json(json!({"model": "fake-404"})))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_json(json!({"error": {"message": "The requested model does not exist",
+                                                "type": "not_found_error", "code": "model_not_found"}}))
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .with_priority(1)
+        .mount(fake.server())
+        .await;
     let mut shim = session(&env, "claude-code").await;
     let answer = shim
         .request(
@@ -101,7 +118,7 @@ async fn three_models_one_fails_the_others_refine_and_a_later_round_continues_af
     assert!(
         progress
             .iter()
-            .any(|p| p.contains("initial answers: ") && p.contains("/3 answered")),
+            .any(|p| p.contains("initial answers: ") && p.contains("waiting for fake-404")),
         "{progress:?}"
     );
 
