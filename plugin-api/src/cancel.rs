@@ -1,8 +1,12 @@
 //! Runtime, cancellation and deadlines for plugins that run async code on
-//! tokio (feature `tokio`). [`PluginRuntime`] bundles them for a provider.
+//! tokio (feature `tokio`). [`PluginRuntime`] bundles them for a blocking
+//! [`crate::Provider`] that runs async code; an [`crate::AsyncProvider`]
+//! needs none (its `Driver` owns the runtime) and uses [`race`].
 //!
 //! The host can only signal cancellation through [`Sink::is_cancelled`] (an
-//! atomic load), so [`stopped`] polls it every [`CANCEL_POLL`]. [`race`] runs
+//! atomic load), so [`stopped`] polls it every [`CANCEL_POLL`] (for a call
+//! run by a [`crate::Driver`], whose one watcher polls for all its calls, it
+//! awaits that watcher's signal instead). [`race`] runs
 //! a call against that: whichever finishes first wins and the rest is
 //! dropped, which drops an in-flight HTTP request or stream and so closes
 //! the upstream connection at once. The happy path pays nothing: the race
@@ -37,6 +41,10 @@ pub fn runtime(name: &str) -> Result<tokio::runtime::Runtime, PluginError> {
 /// passes (→ `timeout`, saying `what` did not finish), with that error.
 pub async fn stopped(sink: &Sink, timeout_ms: Option<u64>, what: &str) -> PluginError {
     let cancelled = async {
+        // Under a `Driver`, its one watcher raises the call's signal.
+        if let Some(signal) = &sink.signal {
+            return signal.raised().await;
+        }
         loop {
             if sink.is_cancelled() {
                 return;

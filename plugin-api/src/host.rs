@@ -62,6 +62,12 @@ impl Library {
             path: path.to_owned(),
             reason: one_line(e),
         })?;
+        // Say plainly what abi_stable's layout check would bury in pages.
+        let built_for = header.version_strings().version.as_str().to_string();
+        crate::compat::check_loadable(&built_for).map_err(|reason| LoadError::Incompatible {
+            path: path.to_owned(),
+            reason,
+        })?;
         let module =
             header
                 .init_root_module::<PluginModRef>()
@@ -154,9 +160,7 @@ impl Library {
         let config = serde_json::to_string(config)
             .map_err(|e| PluginError::internal(format!("serialize config: {e}")))?;
         match (self.module.open())(RStr::from_str(&config)) {
-            RResult::ROk(provider) => Ok(ProviderHandle {
-                inner: Arc::new(provider),
-            }),
+            RResult::ROk(provider) => Ok(ProviderHandle::new(provider, &self.api_version)),
             RResult::RErr(err) => Err(decode_error(err.as_str())),
         }
     }
@@ -283,13 +287,139 @@ impl<S: EventSink> SinkAbi for SinkBridge<S> {
     }
 }
 
+/// The sink of a started call (see [`crate::start`]): [`SinkBridge`] that
+/// also catches the finish event and hands its outcome to the waiting call.
+#[cfg(feature = "tokio")]
+struct StartSink<S> {
+    sink: Arc<S>,
+    done: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Result<Response, PluginError>>>>,
+}
+
+#[cfg(feature = "tokio")]
+impl<S: EventSink> SinkAbi for StartSink<S> {
+    fn emit(&self, event: RStr<'_>) {
+        if let Some(outcome) = crate::start::parse_finish(event.as_str()) {
+            let done = self.done.lock().unwrap_or_else(|e| e.into_inner()).take();
+            // A second finish is a plugin bug; the first answer stands.
+            if let Some(done) = done {
+                let _ = done.send(decode_result::<Response>(outcome));
+            }
+        } else if let Ok(event) = serde_json::from_str::<Event>(event.as_str()) {
+            self.sink.emit(event);
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.sink.is_cancelled()
+    }
+
+    fn permit(&self) -> u64 {
+        self.sink
+            .permit()
+            .map_or(0, |wait| (wait.as_millis() as u64).max(1))
+    }
+}
+
+impl<S: EventSink> EventSink for Arc<S> {
+    fn emit(&self, event: Event) {
+        (**self).emit(event)
+    }
+
+    fn is_cancelled(&self) -> bool {
+        (**self).is_cancelled()
+    }
+
+    fn permit(&self) -> Option<std::time::Duration> {
+        (**self).permit()
+    }
+}
+
 /// An open provider; cheap to clone, safe to call from many threads.
 #[derive(Clone)]
 pub struct ProviderHandle {
     inner: Arc<ProviderBox>,
+    /// Whether calls go as start requests: the plugin reports plugin-api
+    /// 0.1.4 or later and has not answered that it can only block.
+    starts: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The first plugin-api version whose SDK understands start requests.
+const STARTS_SINCE: (u64, u64) = (1, 4);
+
+fn understands_start(api_version: &str) -> bool {
+    semver::Version::parse(api_version)
+        .is_ok_and(|v| v.major > 0 || (v.minor, v.patch) >= STARTS_SINCE)
 }
 
 impl ProviderHandle {
+    fn new(provider: ProviderBox, api_version: &str) -> Self {
+        ProviderHandle {
+            inner: Arc::new(provider),
+            starts: Arc::new(understands_start(api_version).into()),
+        }
+    }
+
+    /// Wraps a provider made in-process, for tests of the ABI paths.
+    #[cfg(test)]
+    pub(crate) fn from_box(provider: ProviderBox) -> Self {
+        Self::new(provider, crate::PLUGIN_API_VERSION)
+    }
+
+    /// Runs `request` without holding a thread while it is in flight: a
+    /// plugin whose calls are futures (plugin-api 0.1.4 or later) runs it on
+    /// its own runtime and ends it through the sink; any other gets a thread
+    /// of tokio's blocking pool for its blocking `invoke`. Dropping the
+    /// future abandons the answer (cancel through `sink` first to stop the
+    /// call).
+    #[cfg(feature = "tokio")]
+    pub async fn call(
+        &self,
+        request: &Request,
+        sink: impl EventSink,
+    ) -> Result<Response, PluginError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let request = serde_json::to_string(request)
+            .map_err(|e| PluginError::internal(format!("serialize request: {e}")))?;
+        let sink = Arc::new(sink);
+        if self.starts.load(Relaxed) {
+            let (done, answer) = tokio::sync::oneshot::channel();
+            let start_sink = SinkAbi_TO::from_value(
+                StartSink {
+                    sink: sink.clone(),
+                    done: std::sync::Mutex::new(Some(done)),
+                },
+                TD_Opaque,
+            );
+            let flagged = crate::start::flagged(&request);
+            match self.inner.invoke(RStr::from_str(&flagged), start_sink) {
+                RResult::ROk(json) if json.as_str() == crate::start::STARTED => {
+                    return answer.await.unwrap_or_else(|_| {
+                        Err(PluginError::internal(
+                            "plugin dropped the call without an answer",
+                        ))
+                    });
+                }
+                // Nothing ran: from now on this provider gets plain requests.
+                RResult::ROk(json) if json.as_str() == crate::start::BLOCKING => {
+                    self.starts.store(false, Relaxed);
+                }
+                // Refused before it started (e.g. a request it cannot read).
+                other => return decode_result::<Response>(other),
+            }
+        }
+        let provider = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let sink = SinkAbi_TO::from_value(SinkBridge(sink), TD_Opaque);
+            decode_result::<Response>(provider.invoke(RStr::from_str(&request), sink))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(PluginError::internal(format!(
+                "plugin call worker failed: {e}"
+            )))
+        })
+    }
+
     /// Runs `request`, blocking the calling thread until the plugin returns.
     pub fn invoke(&self, request: &Request, sink: impl EventSink) -> Result<Response, PluginError> {
         let request = serde_json::to_string(request)

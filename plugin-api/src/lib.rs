@@ -15,11 +15,16 @@ pub mod abi;
 pub mod cancel;
 pub mod chunks;
 pub mod compat;
+#[cfg(feature = "tokio")]
+mod driver;
 pub mod host;
 mod sdk;
+mod start;
 pub mod text;
 pub mod types;
 
+#[cfg(feature = "tokio")]
+pub use driver::{AsyncProvider, Driver};
 pub use sdk::{Provider, Sink};
 pub use types::*;
 
@@ -34,6 +39,8 @@ pub mod __private {
     //! Items used by [`export_provider!`](crate::export_provider); not public API.
     pub use crate::abi::PluginModRef;
     pub use crate::sdk::root_module;
+    #[cfg(feature = "tokio")]
+    pub use crate::sdk::root_module_async;
     pub use abi_stable::library::{
         __call_root_module_loader, CheckTypeLayout, IntoRootModuleResult, LibHeader,
         RootModuleResult,
@@ -55,12 +62,39 @@ macro_rules! export_provider {
     };
 }
 
+/// Exports an [`AsyncProvider`] (feature `tokio`) as this library's plugin
+/// root module; its calls run on a runtime of its own and hold no host
+/// thread while in flight.
+///
+/// ```ignore
+/// poe_plugin_api::export_async_provider!(MyProvider);
+/// ```
+#[cfg(feature = "tokio")]
+#[macro_export]
+macro_rules! export_async_provider {
+    ($provider:ty) => {
+        $crate::__export_root!(
+            $crate::__private::root_module_async::<$provider>,
+            $crate::PLUGIN_API_VERSION
+        );
+    };
+}
+
 /// `export_provider!` with the reported plugin-api version overridden; only
 /// for tests of the host's version rule. Not public API.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_provider {
     ($provider:ty, $api_version:expr) => {
+        $crate::__export_root!($crate::__private::root_module::<$provider>, $api_version);
+    };
+}
+
+/// Exports the root module `$root(api_version)` builds. Not public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_root {
+    ($root:expr, $api_version:expr) => {
         // Mirrors what `#[abi_stable::export_root_module]` generates, with paths
         // through this crate so plugin authors need no abi_stable dependency.
         #[doc(hidden)]
@@ -70,7 +104,7 @@ macro_rules! __export_provider {
                 $crate::__private::RStr::from_str($api_version)
             }
             fn __poe_root_module() -> $crate::__private::PluginModRef {
-                $crate::__private::root_module::<$provider>(__poe_api_version)
+                ($root)(__poe_api_version)
             }
             extern "C" fn __poe_erased_root_module() -> $crate::__private::RootModuleResult {
                 $crate::__private::__call_root_module_loader(__poe_root_module)

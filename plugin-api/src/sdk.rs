@@ -17,9 +17,11 @@ use crate::types::{Config, Event, LogLevel, Manifest, PluginError, Request, Resp
 
 /// A provider of model answers. Implement this, then `export_provider!(Type)`.
 ///
-/// `invoke` is blocking and may be called from many host threads at once; a
-/// provider that needs async I/O runs its own runtime inside. Panics anywhere
-/// in these methods become `internal` errors in the host.
+/// `invoke` is blocking and may be called from many host threads at once,
+/// holding one for each call in flight: fine for calls that answer at once.
+/// A provider that waits on the network or a process should be an
+/// [`crate::AsyncProvider`] instead (feature `tokio`). Panics anywhere in
+/// these methods become `internal` errors in the host.
 pub trait Provider: Send + Sync + 'static {
     /// Describes the plugin. Called before `open`, possibly more than once.
     fn manifest() -> Manifest
@@ -37,7 +39,14 @@ pub trait Provider: Send + Sync + 'static {
 
 /// The host's end of a running call: send events, ask whether to stop.
 pub struct Sink {
-    inner: SinkBox,
+    /// Shared so a driver can hand a call its own `Sink` (with its own
+    /// cancel signal) over a sink the caller keeps.
+    pub(crate) inner: std::sync::Arc<SinkBox>,
+    /// Set by [`crate::Driver`] for the calls it runs: raised by its one
+    /// watcher when the host cancels, so a call can await its cancellation
+    /// instead of polling the flag on a timer of its own.
+    #[cfg(feature = "tokio")]
+    pub(crate) signal: Option<std::sync::Arc<crate::driver::CancelSignal>>,
 }
 
 impl Sink {
@@ -45,8 +54,26 @@ impl Sink {
     /// library: lets a plugin crate test its `Provider` in-process (through
     /// its rlib) with the same JSON round trip the real ABI uses.
     pub fn new(sink: impl crate::host::EventSink) -> Sink {
+        Sink::from_box(SinkAbi_TO::from_value(
+            crate::host::SinkBridge(sink),
+            TD_Opaque,
+        ))
+    }
+
+    pub(crate) fn from_box(inner: SinkBox) -> Sink {
         Sink {
-            inner: SinkAbi_TO::from_value(crate::host::SinkBridge(sink), TD_Opaque),
+            inner: std::sync::Arc::new(inner),
+            #[cfg(feature = "tokio")]
+            signal: None,
+        }
+    }
+
+    /// Another handle on the same host sink, without a driver's signal.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn share(&self) -> Sink {
+        Sink {
+            inner: self.inner.clone(),
+            signal: None,
         }
     }
 
@@ -74,6 +101,10 @@ impl Sink {
     /// session closed). Check it between steps; stop with
     /// [`PluginError::cancelled`].
     pub fn is_cancelled(&self) -> bool {
+        #[cfg(feature = "tokio")]
+        if self.signal.as_ref().is_some_and(|s| s.is_raised()) {
+            return true;
+        }
         self.inner.is_cancelled()
     }
 
@@ -90,7 +121,7 @@ impl Sink {
     }
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -101,7 +132,7 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// Runs `f`, turning a panic into an `internal` error JSON.
-fn guarded(
+pub(crate) fn guarded(
     what: &str,
     f: impl FnOnce() -> Result<String, PluginError>,
 ) -> RResult<RString, RString> {
@@ -117,13 +148,13 @@ fn guarded(
     }
 }
 
-fn error_json(err: &PluginError) -> String {
+pub(crate) fn error_json(err: &PluginError) -> String {
     serde_json::to_string(err).unwrap_or_else(|_| {
         r#"{"kind":"internal","message":"unserializable plugin error"}"#.to_string()
     })
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, PluginError> {
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, PluginError> {
     serde_json::to_string(value).map_err(|e| PluginError::internal(format!("serialize: {e}")))
 }
 
@@ -158,6 +189,11 @@ struct Adapter<P>(P);
 
 impl<P: Provider> ProviderAbi for Adapter<P> {
     fn invoke(&self, request: RStr<'_>, sink: SinkBox) -> RResult<RString, RString> {
+        // A blocking provider cannot start a call: the host resends it
+        // from a thread of its own (see `crate::start`).
+        if crate::start::is_start(request.as_str()) {
+            return ROk(RString::from(crate::start::BLOCKING));
+        }
         guarded("invoke", || {
             let request: Request = serde_json::from_str(request.as_str()).map_err(|e| {
                 PluginError::new(
@@ -165,7 +201,7 @@ impl<P: Provider> ProviderAbi for Adapter<P> {
                     format!("request JSON not understood by plugin: {e}"),
                 )
             })?;
-            let sink = Sink { inner: sink };
+            let sink = Sink::from_box(sink);
             let response = self.0.invoke(request, &sink)?;
             to_json(&response)
         })
@@ -178,6 +214,46 @@ pub fn root_module<P: Provider>(api_version: extern "C" fn() -> RStr<'static>) -
         plugin_api_version: api_version,
         manifest: manifest_fn::<P>,
         open: open_fn::<P>,
+    }
+    .leak_into_prefix()
+}
+
+/// Builds the root module for an [`crate::AsyncProvider`]; used by
+/// `export_async_provider!`.
+#[cfg(feature = "tokio")]
+pub fn root_module_async<P: crate::AsyncProvider>(
+    api_version: extern "C" fn() -> RStr<'static>,
+) -> PluginModRef {
+    extern "C" fn manifest_async<P: crate::AsyncProvider>() -> RResult<RString, RString> {
+        guarded("manifest", || {
+            let mut manifest = P::manifest();
+            manifest.plugin_api_version = crate::PLUGIN_API_VERSION.to_string();
+            to_json(&manifest)
+        })
+    }
+    extern "C" fn open_async<P: crate::AsyncProvider>(
+        config: RStr<'_>,
+    ) -> RResult<ProviderBox, RString> {
+        let opened = catch_unwind(AssertUnwindSafe(|| {
+            let config: Config = serde_json::from_str(config.as_str())
+                .map_err(|e| PluginError::internal(format!("bad config JSON from host: {e}")))?;
+            crate::Driver::<P>::open(config)
+        }))
+        .unwrap_or_else(|payload| {
+            Err(PluginError::internal(format!(
+                "plugin panicked in open: {}",
+                panic_message(&*payload)
+            )))
+        });
+        match opened {
+            Ok(driver) => ROk(ProviderAbi_TO::from_value(driver, TD_Opaque)),
+            Err(err) => RErr(RString::from(error_json(&err))),
+        }
+    }
+    PluginMod {
+        plugin_api_version: api_version,
+        manifest: manifest_async::<P>,
+        open: open_async::<P>,
     }
     .leak_into_prefix()
 }

@@ -359,7 +359,9 @@ async fn attempt(
             .as_millis() as u64,
     );
     let started = Instant::now();
-    let mut invocation = tokio::task::spawn_blocking(move || provider.invoke(&request, sink));
+    // No thread is held while the plugin works (plugins before plugin-api
+    // 0.1.4 get one of the blocking pool; see `ProviderHandle::call`).
+    let mut invocation = Box::pin(async move { provider.call(&request, sink).await });
     let mut checkpoint = tokio::time::interval(CHECKPOINT_EVERY);
     checkpoint.reset();
     let joined = loop {
@@ -387,21 +389,14 @@ async fn attempt(
     while let Ok(event) = events.try_recv() {
         on_event(job, limiter, event);
     }
-    let error_kind = match &joined {
-        Ok(Ok(_)) => None,
-        Ok(Err(err)) => Some(err.kind.as_str()),
-        Err(_) => Some(ErrorKind::Internal.as_str()),
-    };
+    let error_kind = joined.as_ref().err().map(|err| err.kind.as_str());
     daemon
         .registry
         .record_call(&plugin.manifest.id, started.elapsed(), error_kind);
     match joined {
-        Ok(Ok(response)) => Attempt::Done(response),
-        Ok(Err(err)) if err.kind == ErrorKind::Cancelled => Attempt::Stopped(Stop::Cancelled),
-        Ok(Err(err)) => Attempt::Failed(err),
-        Err(join_error) => Attempt::Failed(PluginError::internal(format!(
-            "plugin call worker failed: {join_error}"
-        ))),
+        Ok(response) => Attempt::Done(response),
+        Err(err) if err.kind == ErrorKind::Cancelled => Attempt::Stopped(Stop::Cancelled),
+        Err(err) => Attempt::Failed(err),
     }
 }
 

@@ -28,10 +28,11 @@ mod events;
 mod process;
 mod run;
 
-use poe_plugin_api::cancel::PluginRuntime;
+use std::sync::Arc;
+
 use poe_plugin_api::{
-    Capability, Config, Manifest, PluginError, Provider, RateLimit, Request, Response, Sink,
-    export_provider,
+    AsyncProvider, Capability, Config, Manifest, PluginError, RateLimit, Request, Response, Sink,
+    export_async_provider,
 };
 
 use command::Settings;
@@ -39,10 +40,9 @@ use command::Settings;
 /// The provider that runs the Codex CLI.
 pub struct CodexCli {
     settings: Settings,
-    runtime: PluginRuntime,
 }
 
-impl Provider for CodexCli {
+impl AsyncProvider for CodexCli {
     fn manifest() -> Manifest {
         Manifest {
             id: "codex-cli".into(),
@@ -77,25 +77,25 @@ impl Provider for CodexCli {
     fn open(config: Config) -> Result<Self, PluginError> {
         Ok(CodexCli {
             settings: Settings::from_config(&config),
-            runtime: PluginRuntime::new("codex-cli")?,
         })
     }
 
-    fn invoke(&self, request: Request, sink: &Sink) -> Result<Response, PluginError> {
-        if sink.is_cancelled() {
-            return Err(PluginError::cancelled());
-        }
-        // The run watches the cancel flag and deadline itself, so it can
+    async fn call(
+        self: Arc<Self>,
+        request: Request,
+        sink: Arc<Sink>,
+    ) -> Result<Response, PluginError> {
+        // The run watches the cancel signal and deadline itself, so it can
         // kill codex's process group before returning. Whatever went wrong,
         // a turn that started may have run commands or changed files, so no
         // failure is ever offered for a retry.
-        self.runtime
-            .block_on(run::run(&self.settings, &request, sink))
+        run::run(&self.settings, &request, &sink)
+            .await
             .map_err(PluginError::not_retryable)
     }
 }
 
-export_provider!(CodexCli);
+export_async_provider!(CodexCli);
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use poe_plugin_api::{Config, ErrorKind, Provider, Sink};
+use poe_plugin_api::{Config, Driver, ErrorKind, Sink};
 use serde_json::Value;
 use testkit::external::{Tool, require};
 use testkit::responses::{FakeResponses, Turn, user_texts};
@@ -73,7 +73,7 @@ fn real_codex_runs_resumes_and_is_killed_on_cancel() {
     testkit::codex::write_config(&home, &responses.base_url(), "fake-model");
     let mut config = Config::new();
     config.insert("CODEX_BIN".into(), codex.display().to_string());
-    let provider = codex_cli::CodexCli::open(config).unwrap();
+    let provider = Driver::<codex_cli::CodexCli>::open(config).unwrap();
     let work = scratch.path().join("project");
     std::fs::create_dir_all(&work).unwrap();
 

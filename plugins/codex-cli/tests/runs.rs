@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use poe_plugin_api::{ErrorKind, Event, Provider, Sink};
+use poe_plugin_api::{Driver, ErrorKind, Event, Sink};
 use serde_json::json;
 
 struct Scratch {
@@ -210,10 +210,10 @@ fn failures_are_typed() {
     assert!(err.message.contains("CODEX_SANDBOX_MODE"), "{err}");
 }
 
-fn provider_with_bin(bin: &str) -> codex_cli::CodexCli {
+fn provider_with_bin(bin: &str) -> Driver<codex_cli::CodexCli> {
     let mut config = poe_plugin_api::Config::new();
     config.insert("CODEX_BIN".into(), bin.into());
-    codex_cli::CodexCli::open(config).unwrap()
+    Driver::open(config).unwrap()
 }
 
 /// Starts a run with `marker`, cancels it once the fake has started its

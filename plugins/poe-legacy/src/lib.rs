@@ -7,9 +7,10 @@
 //! Models reach this plugin as `legacy:<Bot>` (the host strips `legacy:`), or
 //! by their plain name when listed in `POE_LEGACY_BOTS`.
 //!
-//! One provider instance owns one `reqwest::Client` and one small tokio
-//! runtime; each blocking `invoke` drives its call on that runtime, raced
-//! against the host's cancel flag and the request deadline (`cancel`).
+//! One provider instance owns one `reqwest::Client`. It is an
+//! `AsyncProvider`: each call is a future on the runtime the SDK gives the
+//! provider (no thread held while a bot answers), raced against the host's
+//! cancel signal and the request deadline (`poe_plugin_api::cancel::race`).
 //! Nothing here retries: every failure is a typed [`PluginError`] and the
 //! host decides (`errors`).
 //!
@@ -22,12 +23,12 @@ mod query;
 mod stream;
 mod upload;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use poe_plugin_api::cancel::PluginRuntime;
 use poe_plugin_api::{
-    Capability, Config, ErrorKind, Manifest, PluginError, Provider, RateLimit, Request, Response,
-    Sink, attachment_kind, export_provider,
+    AsyncProvider, Capability, Config, ErrorKind, Manifest, PluginError, RateLimit, Request,
+    Response, Sink, attachment_kind, export_async_provider,
 };
 use reqwest::Url;
 
@@ -51,7 +52,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The provider for Poe's legacy bot protocol.
 pub struct PoeLegacy {
     http: reqwest::Client,
-    runtime: PluginRuntime,
     base_url: Url,
     upload_url: Url,
     /// Key from the configuration; a request's own `api_key` wins.
@@ -110,7 +110,7 @@ fn configured_bots(raw: &str) -> Vec<String> {
         .collect()
 }
 
-impl Provider for PoeLegacy {
+impl AsyncProvider for PoeLegacy {
     fn manifest() -> Manifest {
         // `legacy:*` strips its prefix in the host; listed bots are exact
         // names, which beat poe-openai's `*`.
@@ -167,14 +167,17 @@ impl Provider for PoeLegacy {
             .map_err(|e| PluginError::internal(format!("cannot build HTTP client: {e}")))?;
         Ok(PoeLegacy {
             http,
-            runtime: PluginRuntime::new("poe-legacy")?,
             base_url,
             upload_url,
             api_key,
         })
     }
 
-    fn invoke(&self, request: Request, sink: &Sink) -> Result<Response, PluginError> {
+    async fn call(
+        self: Arc<Self>,
+        request: Request,
+        sink: Arc<Sink>,
+    ) -> Result<Response, PluginError> {
         let api_key = request
             .effective_api_key(self.api_key.as_deref())
             .ok_or_else(|| {
@@ -196,17 +199,17 @@ impl Provider for PoeLegacy {
             upload_url: &self.upload_url,
             api_key: &api_key,
             request: &request,
-            sink,
+            sink: &sink,
         };
-        let result = self
-            .runtime
-            .run(sink, request.timeout_ms, "the bot", stream::run(&call));
+        let result =
+            poe_plugin_api::cancel::race(&sink, request.timeout_ms, "the bot", stream::run(&call))
+                .await;
         // Whatever the upstream echoed, the key never leaves the plugin.
         result.map_err(|e| e.redact(&api_key))
     }
 }
 
-export_provider!(PoeLegacy);
+export_async_provider!(PoeLegacy);
 
 #[cfg(test)]
 mod tests {

@@ -435,7 +435,7 @@ fn cancellation_stops_a_slow_bot() {
     let sink = poe_plugin_api::Sink::new(recorder);
     let err = std::thread::scope(|scope| {
         scope.spawn(|| cancel_when(canceller, || !bodies(&rt, &server, "/bot/Slow").is_empty()));
-        poe_plugin_api::Provider::invoke(&provider, request("Slow", "x"), &sink).unwrap_err()
+        provider.invoke(request("Slow", "x"), &sink).unwrap_err()
     });
     assert_eq!(err.kind, ErrorKind::Cancelled);
     assert!(started.elapsed() < Duration::from_secs(5));

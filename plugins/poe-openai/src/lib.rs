@@ -3,10 +3,10 @@
 //! `/v1/videos` jobs API).
 //!
 //! One provider instance owns one `reqwest::Client` (a connection pool shared
-//! by every call) and one small tokio runtime. `invoke` is blocking and may
-//! run on many host threads at once; each call drives its future with
-//! `runtime.block_on`, raced against the host's cancel flag and the request's
-//! deadline (see `cancel`). Nothing here retries: the host owns retries,
+//! by every call). It is an `AsyncProvider`: each call is a future on the
+//! runtime the SDK gives the provider, so a call waiting on Poe holds no
+//! thread, raced against the host's cancel signal and the request's
+//! deadline (`poe_plugin_api::cancel::race`). Nothing here retries: the host owns retries,
 //! rate limits and backoff, so every failure is returned at once as a typed
 //! [`PluginError`] (see `errors`).
 //!
@@ -28,10 +28,11 @@ mod wire;
 
 use std::time::Duration;
 
-use poe_plugin_api::cancel::PluginRuntime;
+use std::sync::Arc;
+
 use poe_plugin_api::{
-    Capability, Config, ErrorKind, Manifest, Options, OutputKind, PluginError, Provider, RateLimit,
-    Request, Response, Sink, attachment_kind, export_provider,
+    AsyncProvider, Capability, Config, ErrorKind, Manifest, Options, OutputKind, PluginError,
+    RateLimit, Request, Response, Sink, attachment_kind, export_async_provider,
 };
 
 /// Where Poe's OpenAI-compatible API lives unless `POE_BASE_URL` says otherwise.
@@ -50,7 +51,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The provider for Poe's OpenAI-compatible API.
 pub struct PoeOpenAi {
     http: reqwest::Client,
-    runtime: PluginRuntime,
     /// Base URL without a trailing slash, e.g. `https://api.poe.com/v1`.
     base_url: String,
     /// Key from the configuration; a request's own `api_key` wins.
@@ -105,7 +105,7 @@ fn normalize_base_url(raw: &str) -> Result<String, PluginError> {
     Ok(trimmed.to_string())
 }
 
-impl Provider for PoeOpenAi {
+impl AsyncProvider for PoeOpenAi {
     fn manifest() -> Manifest {
         Manifest {
             id: "poe-openai".into(),
@@ -155,14 +155,17 @@ impl Provider for PoeOpenAi {
             .map_err(|e| PluginError::internal(format!("cannot build HTTP client: {e}")))?;
         Ok(PoeOpenAi {
             http,
-            runtime: PluginRuntime::new("poe-openai")?,
             base_url,
             api_key,
             video_poll,
         })
     }
 
-    fn invoke(&self, request: Request, sink: &Sink) -> Result<Response, PluginError> {
+    async fn call(
+        self: Arc<Self>,
+        request: Request,
+        sink: Arc<Sink>,
+    ) -> Result<Response, PluginError> {
         let api_key = request
             .effective_api_key(self.api_key.as_deref())
             .ok_or_else(|| {
@@ -177,19 +180,19 @@ impl Provider for PoeOpenAi {
             base_url: &self.base_url,
             api_key: &api_key,
             request: &request,
-            sink,
+            sink: &sink,
             video_poll: self.video_poll,
         };
-        let result = self
-            .runtime
-            .run(sink, request.timeout_ms, "Poe", self.dispatch(&call));
+        let result =
+            poe_plugin_api::cancel::race(&sink, request.timeout_ms, "Poe", self.dispatch(&call))
+                .await;
         // Last line of defence: whatever the upstream echoed, the key never
         // leaves the plugin in an error message.
         result.map_err(|e| e.redact(&api_key))
     }
 }
 
-export_provider!(PoeOpenAi);
+export_async_provider!(PoeOpenAi);
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use poe_openai::PoeOpenAi;
-use poe_plugin_api::{Config, ErrorKind, OutputKind, PluginError, Provider};
+use poe_plugin_api::{AsyncProvider, Config, Driver, ErrorKind, OutputKind, PluginError};
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -246,7 +246,7 @@ fn api_key_never_appears_in_errors() {
 fn missing_key_fails_before_any_request() {
     let mut config = Config::new();
     config.insert("POE_BASE_URL".into(), "http://127.0.0.1:9/v1".into());
-    let provider = PoeOpenAi::open(config).unwrap();
+    let provider = Driver::<PoeOpenAi>::open(config).unwrap();
     let e = invoke(&provider, request("GPT-4o", "hi")).0.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Auth);
 }

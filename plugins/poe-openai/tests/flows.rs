@@ -446,12 +446,9 @@ fn transient_poll_failures_poll_again_through_the_limiter_without_a_second_rende
     let recorder = Recorder::default();
     recorder.refuse_permits(3);
     let sink = poe_plugin_api::Sink::new(recorder.clone());
-    let response = poe_plugin_api::Provider::invoke(
-        &provider,
-        media_request("Veo-3.1", "x", OutputKind::Video),
-        &sink,
-    )
-    .expect("the job finishes despite failed polls");
+    let response = provider
+        .invoke(media_request("Veo-3.1", "x", OutputKind::Video), &sink)
+        .expect("the job finishes despite failed polls");
     assert!(
         response.text.ends_with("/videos/video_2/content"),
         "{}",

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use codex_cli::CodexCli;
-use poe_plugin_api::{Config, Message, PluginError, Provider, Request, Response, Sink};
+use poe_plugin_api::{Config, Driver, Message, PluginError, Request, Response, Sink};
 use serde_json::Value;
 
 /// Records events; `cancel()` flips the flag the plugin polls.
@@ -25,13 +25,13 @@ pub fn fake_codex() -> PathBuf {
 }
 
 /// The provider with `CODEX_BIN` = the fake, plus `extra` config.
-pub fn provider(extra: &[(&str, &str)]) -> CodexCli {
+pub fn provider(extra: &[(&str, &str)]) -> Driver<CodexCli> {
     let mut config = Config::new();
     config.insert("CODEX_BIN".into(), fake_codex().display().to_string());
     for (k, v) in extra {
         config.insert((*k).into(), (*v).into());
     }
-    CodexCli::open(config).expect("provider opens")
+    Driver::open(config).expect("provider opens")
 }
 
 /// A streaming request for `model` with `prompt`, run in `cwd`.
@@ -46,7 +46,10 @@ pub fn request(model: &str, prompt: &str, cwd: &Path) -> Request {
 }
 
 /// Invokes with a fresh recorder.
-pub fn invoke(provider: &CodexCli, request: Request) -> (Result<Response, PluginError>, Recorder) {
+pub fn invoke(
+    provider: &Driver<CodexCli>,
+    request: Request,
+) -> (Result<Response, PluginError>, Recorder) {
     let recorder = Recorder::default();
     let sink = Sink::new(recorder.clone());
     let result = provider.invoke(request, &sink);

@@ -8,7 +8,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use poe_legacy::PoeLegacy;
-use poe_plugin_api::{Config, Message, PluginError, Provider, Request, Response, Sink};
+use poe_plugin_api::{Config, Driver, Message, PluginError, Request, Response, Sink};
 use serde_json::{Value, json};
 use wiremock::ResponseTemplate;
 
@@ -29,7 +29,7 @@ pub fn server() -> (tokio::runtime::Runtime, wiremock::MockServer) {
 }
 
 /// The provider, pointed at `server`'s `/bot/` and `/poe_api/`.
-pub fn provider(server: &wiremock::MockServer) -> PoeLegacy {
+pub fn provider(server: &wiremock::MockServer) -> Driver<PoeLegacy> {
     let mut config = Config::new();
     config.insert(
         "POE_LEGACY_BASE_URL".into(),
@@ -40,7 +40,7 @@ pub fn provider(server: &wiremock::MockServer) -> PoeLegacy {
         format!("{}/poe_api/", server.uri()),
     );
     config.insert("POE_API_KEY".into(), KEY.into());
-    PoeLegacy::open(config).expect("provider opens")
+    Driver::open(config).expect("provider opens")
 }
 
 /// A streaming one-message request to `bot`.
@@ -54,7 +54,10 @@ pub fn request(bot: &str, prompt: &str) -> Request {
 }
 
 /// Invokes with a fresh recorder.
-pub fn invoke(provider: &PoeLegacy, request: Request) -> (Result<Response, PluginError>, Recorder) {
+pub fn invoke(
+    provider: &Driver<PoeLegacy>,
+    request: Request,
+) -> (Result<Response, PluginError>, Recorder) {
     let recorder = Recorder::default();
     let sink = Sink::new(recorder.clone());
     let result = provider.invoke(request, &sink);

@@ -1,15 +1,16 @@
 //! Shared test harness: a recording sink, a provider opened the way the host
 //! opens it, and fake upstreams (fake-poe or bare wiremock) on 127.0.0.1.
 //!
-//! `invoke` blocks on the provider's own runtime, so it must run on a thread
-//! that is not inside a tokio runtime: tests are plain `#[test]`s and only
-//! use their small runtime for starting servers and inspecting requests.
+//! The provider runs in a `Driver`, as the host runs it; `invoke` blocks the
+//! test's thread until the call's future ends on the provider's runtime.
+//! Tests are plain `#[test]`s and only use their small runtime for starting
+//! servers and inspecting requests.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
 use fake_poe::{FAKE_API_KEY, FakePoe};
 use poe_openai::PoeOpenAi;
-use poe_plugin_api::{Config, Message, OutputKind, PluginError, Provider, Request, Response, Sink};
+use poe_plugin_api::{Config, Driver, Message, OutputKind, PluginError, Request, Response, Sink};
 
 /// Records events; `cancel()` flips the flag the plugin polls.
 pub use poe_plugin_api::host::RecordingSink as Recorder;
@@ -37,14 +38,14 @@ pub fn mock_server() -> (tokio::runtime::Runtime, wiremock::MockServer) {
 }
 
 /// Opens the provider against `base` with the fake key plus `extra` config.
-pub fn provider(base: &str, extra: &[(&str, &str)]) -> PoeOpenAi {
+pub fn provider(base: &str, extra: &[(&str, &str)]) -> Driver<PoeOpenAi> {
     let mut config = Config::new();
     config.insert("POE_BASE_URL".into(), base.into());
     config.insert("POE_API_KEY".into(), FAKE_API_KEY.into());
     for (k, v) in extra {
         config.insert((*k).into(), (*v).into());
     }
-    PoeOpenAi::open(config).expect("provider opens")
+    Driver::open(config).expect("provider opens")
 }
 
 /// A one-message request.
@@ -66,7 +67,10 @@ pub fn media_request(model: &str, prompt: &str, output: OutputKind) -> Request {
 }
 
 /// Invokes with a fresh recorder.
-pub fn invoke(provider: &PoeOpenAi, request: Request) -> (Result<Response, PluginError>, Recorder) {
+pub fn invoke(
+    provider: &Driver<PoeOpenAi>,
+    request: Request,
+) -> (Result<Response, PluginError>, Recorder) {
     let recorder = Recorder::default();
     let sink = Sink::new(recorder.clone());
     let result = provider.invoke(request, &sink);
