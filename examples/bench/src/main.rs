@@ -30,9 +30,13 @@
 //!    2026-07-28 stateless request) vs the stdio path vs direct, interleaved;
 //!    and 1,000 HTTP sessions open on one daemon: memory per session;
 //! 10. the shared limiter alone: the wait of a 20-call loop and of a burst of
-//!     a whole minute's limit, and what the call after it is told.
+//!     a whole minute's limit, and what the call after it is told;
+//! 11. calls in flight: 500 and 2,000 sessions with one call each that the
+//!     stand-in answers after 5 s: wall time against the 5 s, the daemon's
+//!     threads and memory while all are in flight; then 2,000 idle sessions.
 
 mod http;
+mod in_flight;
 mod limiter;
 
 use std::time::{Duration, Instant};
@@ -83,6 +87,17 @@ async fn main() {
     let sessions = arg("sessions", 50);
     let per_session = arg("per-session", 40);
     let warmup = 50;
+    let in_flight = || {
+        in_flight::calls_in_flight(
+            vec![arg("in-flight-small", 500), arg("in-flight", 2000)],
+            arg("idle-sessions", 2000),
+        )
+    };
+    // `--only in-flight`: just that section (it takes a minute on its own).
+    if std::env::args().any(|a| a == "in-flight") {
+        in_flight().await;
+        return;
+    }
 
     // No request recording: a long run would otherwise keep every body.
     let fake = fake_poe::FakePoe::start_without_recording().await;
@@ -259,6 +274,7 @@ async fn main() {
     limiter::waits().await;
     http::latency(&fake, arg("http-calls", 1000)).await;
     http::many_sessions(arg("http-sessions", 1000)).await;
+    in_flight().await;
 
     consensus_wall(arg("consensus-runs", 5)).await;
     reload_latency(arg("reloads", 10)).await;

@@ -6,6 +6,7 @@
 //! | `fake-401`, `fake-402`, `fake-404`, `fake-429`, `fake-500` | that status with Poe's error body |
 //! | `fake-garbage` | 200 `text/event-stream` whose data line is not JSON |
 //! | `fake-slow` | the ordinary echo, delayed by 30 s (cancellation tests) |
+//! | `fake-slow-<ms>` | the ordinary echo, delayed by `<ms>` milliseconds (the in-flight benchmark) |
 //! | any, when the last message has role `tool` | `Tool <tool_call_id> returned: <content>` |
 //! | contains `tool` | a call of the first tool in `tools`, arguments `{"echo": <last user message>}` |
 //! | contains `banana` or `image` | a markdown image plus the bare URL (`/files/<n>.png`) |
@@ -105,6 +106,13 @@ impl Respond for ChatResponder {
             }
             "fake-slow" => {
                 delay = Some(SLOW_DELAY);
+                Answer::Text(format!("Echo from {model}: {prompt}"))
+            }
+            m if let Some(ms) = m
+                .strip_prefix("fake-slow-")
+                .and_then(|ms| ms.parse::<u64>().ok()) =>
+            {
+                delay = Some(Duration::from_millis(ms));
                 Answer::Text(format!("Echo from {model}: {prompt}"))
             }
             m if m.contains("tool") => match first_tool_name(&body) {
