@@ -2,7 +2,8 @@
 //! open), each with one `get_bot_response` that the stand-in Poe answers
 //! after 5 s. The wall time from the first call sent to the last answer is
 //! set against that 5 s; the daemon's threads and resident memory are read
-//! while every call is in flight. Then `n` sessions that stay idle: memory.
+//! while every call is in flight. Then sessions that stay idle, on a fresh
+//! daemon: memory.
 
 use std::time::{Duration, Instant};
 
@@ -177,27 +178,33 @@ pub async fn calls_in_flight(counts: Vec<usize>, idle: usize) {
             mib(rss_busy),
         );
         drop(sessions);
-        if n == *counts.last().unwrap() {
-            env.wait_status(Duration::from_secs(30), |s| {
-                s["sessions"].as_array().is_some_and(|a| a.len() == 1)
-            });
-            let before = rss_kib(pid).unwrap_or(0);
-            let sessions = open_sessions(&paths, idle, "idle-").await;
-            env.wait_status(Duration::from_secs(30), |s| {
-                s["sessions"]
-                    .as_array()
-                    .is_some_and(|a| a.len() == idle + 1)
-            });
-            let open = rss_kib(pid).unwrap_or(0);
-            println!(
-                "  {idle:>5} idle sessions: daemon RSS {:.1} MiB (was {:.1} MiB before they opened; {:.1} KiB each), {} threads",
-                mib(open),
-                mib(before),
-                open.saturating_sub(before) as f64 / idle as f64,
-                threads(pid)
-            );
-            drop(sessions);
-        }
         drop(warm);
     }
+
+    // Idle sessions on a fresh daemon (one that served calls keeps their
+    // memory in its allocator's free lists).
+    let env = TestEnv::new(&["poe-openai"])
+        .with_var("POE_BASE_URL", fake.base_url())
+        .with_var("POE_API_KEY", fake_poe::FAKE_API_KEY);
+    let mut warm = env.shim().await;
+    warm.initialize("warm").await;
+    let pid = env.status().expect("daemon")["pid"].as_u64().unwrap() as u32;
+    let paths = Paths::at(env.home());
+    let before = rss_kib(pid).unwrap_or(0);
+    let sessions = open_sessions(&paths, idle, "idle-").await;
+    env.wait_status(Duration::from_secs(30), |s| {
+        s["sessions"]
+            .as_array()
+            .is_some_and(|a| a.len() == idle + 1)
+    });
+    let open = rss_kib(pid).unwrap_or(0);
+    println!(
+        "  {idle:>5} idle sessions: daemon RSS {:.1} MiB ({:.1} MiB before they opened; {:.1} KiB each), {} threads",
+        mib(open),
+        mib(before),
+        open.saturating_sub(before) as f64 / idle as f64,
+        threads(pid)
+    );
+    drop(sessions);
+    drop(warm);
 }

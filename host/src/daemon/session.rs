@@ -21,7 +21,9 @@ type Outbox = mpsc::Sender<Vec<u8>>;
 
 /// rmcp's view of the connection: decoded messages in, messages out.
 struct SessionTransport {
-    inbound: mpsc::Receiver<ClientJsonRpcMessage>,
+    /// Boxed: a queue allocates its slots up front, and a bare message is
+    /// several hundred bytes, which thousands of idle sessions would pay.
+    inbound: mpsc::Receiver<Box<ClientJsonRpcMessage>>,
     outbox: Outbox,
 }
 
@@ -45,7 +47,8 @@ impl Transport<RoleServer> for SessionTransport {
     }
 
     fn receive(&mut self) -> impl Future<Output = Option<ClientJsonRpcMessage>> + Send {
-        self.inbound.recv()
+        // Cancel-safe: `recv` is, and nothing else awaits.
+        async { self.inbound.recv().await.map(|message| *message) }
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
@@ -115,7 +118,7 @@ pub async fn serve<R, W>(
 
 async fn read_loop<R: AsyncRead + Unpin>(
     mut reader: FrameReader<R>,
-    inbound: mpsc::Sender<ClientJsonRpcMessage>,
+    inbound: mpsc::Sender<Box<ClientJsonRpcMessage>>,
     outbox: Outbox,
     calls: CancellationToken,
     session_id: u64,
@@ -145,7 +148,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         };
         match framing::classify(&line) {
             Inbound::Message(message) => {
-                if inbound.send(*message).await.is_err() {
+                if inbound.send(message).await.is_err() {
                     break;
                 }
             }

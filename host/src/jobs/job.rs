@@ -155,8 +155,9 @@ impl Job {
         session_id: u64,
         deadline: std::time::Duration,
     ) -> Self {
-        // Listeners that fall behind skip progress lines; the text is in the job.
-        let (events, _) = broadcast::channel(128);
+        // Listeners that fall behind skip progress lines; the text is in the
+        // job. The slots are allocated up front, for every job in flight.
+        let (events, _) = broadcast::channel(32);
         let (done, _) = watch::channel(false);
         let started = Instant::now();
         Self {
