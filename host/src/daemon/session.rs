@@ -46,9 +46,9 @@ impl Transport<RoleServer> for SessionTransport {
         }
     }
 
-    fn receive(&mut self) -> impl Future<Output = Option<ClientJsonRpcMessage>> + Send {
-        // Cancel-safe: `recv` is, and nothing else awaits.
-        async { self.inbound.recv().await.map(|message| *message) }
+    // Cancel-safe: `recv` is, and nothing else awaits.
+    async fn receive(&mut self) -> Option<ClientJsonRpcMessage> {
+        self.inbound.recv().await.map(|message| *message)
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
