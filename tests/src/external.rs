@@ -2,7 +2,7 @@
 //! Codex CLIs, the official MCP Python SDK), and the one rule for a missing
 //! one: the test **fails**, saying how to install the tool, unless
 //! `POE_CODE_TEST_SKIP` names it (comma- or space-separated: `claude`,
-//! `codex`, `python-mcp`). Then the test prints `SKIPPED <test>: <why>` and
+//! `codex`, `python-mcp`, `python-openai`, `conformance`, `redis`). Then the test prints `SKIPPED <test>: <why>` and
 //! passes. `.ci/run` installs every tool and sets the opt-out only for one it
 //! could not install, printing the same SKIPPED line where a person sees it.
 //! A test never skips silently. [`clean_command`] and [`run_bounded`] run
@@ -34,6 +34,9 @@ pub enum Tool {
     /// in `target/ci-tools`, and Node.js 22 or later to run it:
     /// `CONFORMANCE_NODE`, else the copy `.ci/run` installs, else `node`.
     Conformance,
+    /// `redis-server` (Debian package `redis-server`): `REDIS_SERVER_BIN`,
+    /// else on `PATH`.
+    Redis,
 }
 
 impl Tool {
@@ -45,6 +48,7 @@ impl Tool {
             Tool::PythonMcp => "python-mcp",
             Tool::PythonOpenAi => "python-openai",
             Tool::Conformance => "conformance",
+            Tool::Redis => "redis",
         }
     }
 
@@ -60,6 +64,7 @@ impl Tool {
                 "npm install --prefix target/ci-tools @modelcontextprotocol/conformance@<version> \
                  and --prefix target/ci-tools/node22 node@22 (as .ci/run does)"
             }
+            Tool::Redis => "apt-get install redis-server (as .ci/run does)",
         }
     }
 
@@ -71,6 +76,7 @@ impl Tool {
             Tool::PythonMcp => find_python_package("mcp", "2."),
             Tool::PythonOpenAi => find_python_package("openai", ""),
             Tool::Conformance => find_conformance_node(),
+            Tool::Redis => find_redis(),
         }
     }
 }
@@ -124,6 +130,19 @@ fn find_cli(var: &str, name: &str) -> Result<PathBuf, String> {
             ci.display()
         )
     })
+}
+
+fn find_redis() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("REDIS_SERVER_BIN").filter(|b| !b.is_empty()) {
+        let bin = PathBuf::from(bin);
+        return if is_executable(&bin) {
+            Ok(bin)
+        } else {
+            Err(format!("REDIS_SERVER_BIN={} does not exist", bin.display()))
+        };
+    }
+    on_path("redis-server")
+        .ok_or_else(|| "REDIS_SERVER_BIN is not set and there is no redis-server on PATH".into())
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {

@@ -43,3 +43,70 @@ pub async fn waits() {
         next.as_secs_f64()
     );
 }
+
+/// What a turn costs with the limits in Redis (`[limits] backend`) against
+/// the same turn kept in this process: 1,000 sequential turns each, against
+/// a `redis-server` on loopback that this bench starts (skipped, saying so,
+/// when there is none).
+pub async fn team() {
+    println!();
+    let Some(bin) = which("redis-server") else {
+        println!("team-wide limits: SKIPPED (no redis-server on PATH)");
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut server = std::process::Command::new(bin)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let turns = 1000;
+    let bound = WaitBound(Duration::from_secs(120));
+    let local = Limits::new(Default::default());
+    let team = Limits::new(poe_code::config::file::LimitsSection {
+        backend: Some(format!("redis://127.0.0.1:{port}/0")),
+        ..Default::default()
+    });
+    let mut figures = Vec::new();
+    for limits in [&local, &team] {
+        let limiter = limits.limiter("bench", Some(1_000_000), Some("bench-key-0003"));
+        limiter.acquire(bound).await.expect("a warm-up turn");
+        let started = Instant::now();
+        for _ in 0..turns {
+            limiter.acquire(bound).await.expect("a turn");
+        }
+        figures.push(started.elapsed() / turns);
+    }
+    assert_eq!(
+        team.backend_status().map(|s| s.ok),
+        Some(true),
+        "the team limiter used Redis"
+    );
+    println!(
+        "team-wide limits in Redis (loopback) vs the same limiter in process, {turns} sequential turns"
+    );
+    println!(
+        "  per turn: {:.3} ms with Redis, {:.4} ms local; Redis adds {:.3} ms per call",
+        figures[1].as_secs_f64() * 1e3,
+        figures[0].as_secs_f64() * 1e3,
+        figures[1].saturating_sub(figures[0]).as_secs_f64() * 1e3
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}

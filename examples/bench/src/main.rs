@@ -30,7 +30,8 @@
 //!    2026-07-28 stateless request) vs the stdio path vs direct, interleaved;
 //!    and 1,000 HTTP sessions open on one daemon: memory per session;
 //! 10. the shared limiter alone: the wait of a 20-call loop and of a burst of
-//!     a whole minute's limit, and what the call after it is told;
+//!     a whole minute's limit, and what the call after it is told; and a turn
+//!     with the limits in Redis against the same turn in process;
 //! 11. calls in flight: 500 and 2,000 sessions with one call each that the
 //!     stand-in answers after 5 s: wall time against the 5 s, the daemon's
 //!     threads and memory while all are in flight; then 2,000 idle sessions.
@@ -96,6 +97,11 @@ async fn main() {
     // `--only in-flight`: just that section (it takes a minute on its own).
     if std::env::args().any(|a| a == "in-flight") {
         in_flight().await;
+        return;
+    }
+    if std::env::args().any(|a| a == "limiter") {
+        limiter::waits().await;
+        limiter::team().await;
         return;
     }
 
@@ -272,6 +278,7 @@ async fn main() {
     drop(env);
 
     limiter::waits().await;
+    limiter::team().await;
     http::latency(&fake, arg("http-calls", 1000)).await;
     http::many_sessions(arg("http-sessions", 1000)).await;
     in_flight().await;

@@ -370,6 +370,13 @@ pub fn render(s: &Status) -> String {
         }
         (None, None) => {}
     }
+    if let Some(team) = &s.limits_backend {
+        let state = match &team.error {
+            None => "team-wide".to_string(),
+            Some(error) => format!("UNREACHABLE ({error}); limits are this daemon's own for now"),
+        };
+        let _ = writeln!(out, "  limits:     {} — {state}", team.url);
+    }
     for l in &s.limiters {
         let paused = l
             .paused_for_ms

@@ -3,6 +3,7 @@
 //! ```toml
 //! [limits]            # requests per minute per API key, by plugin id
 //! poe-openai = 300
+//! backend = "redis://127.0.0.1:6379/0"   # optional: share the limits team-wide
 //!
 //! [deadlines]         # seconds a call may run, by output kind
 //! text = 600
@@ -45,13 +46,61 @@ use std::path::Path;
 use poe_plugin_api::text::one_line;
 use serde::Deserialize;
 
+/// `[limits]`: requests per minute by plugin id, and `backend`, the Redis
+/// URL that shares the limits among daemons (see [`crate::limits::redis`]).
+#[derive(Default, Clone, Deserialize)]
+#[serde(try_from = "HashMap<String, toml::Value>")]
+pub struct LimitsSection {
+    pub per_plugin: HashMap<String, u32>,
+    /// May hold a password: never shown.
+    pub backend: Option<String>,
+}
+
+impl std::fmt::Debug for LimitsSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimitsSection")
+            .field("per_plugin", &self.per_plugin)
+            .field("backend", &self.backend.as_ref().map(|_| "(set)"))
+            .finish()
+    }
+}
+
+impl TryFrom<HashMap<String, toml::Value>> for LimitsSection {
+    type Error = String;
+
+    fn try_from(table: HashMap<String, toml::Value>) -> Result<Self, String> {
+        let mut section = LimitsSection::default();
+        for (key, value) in table {
+            if key == "backend" {
+                match value {
+                    toml::Value::String(url) if url.starts_with("redis://") => {
+                        section.backend = Some(url)
+                    }
+                    _ => {
+                        return Err("limits.backend must be a redis:// URL".to_string());
+                    }
+                }
+            } else {
+                let rpm = value
+                    .as_integer()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| {
+                        format!("limits.{key} must be a number of requests per minute")
+                    })?;
+                section.per_plugin.insert(key, rpm);
+            }
+        }
+        Ok(section)
+    }
+}
+
 /// The parsed file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
-    /// Rate limit overrides: plugin id -> requests per minute.
+    /// Rate limit overrides and where the limits are kept.
     #[serde(default)]
-    pub limits: HashMap<String, u32>,
+    pub limits: LimitsSection,
     /// Deadlines by output kind (`text`, `image`, `video`, `audio`), in seconds.
     #[serde(default)]
     pub deadlines: HashMap<String, u64>,
@@ -185,7 +234,7 @@ impl ConfigFile {
                 one_line(&e.to_string())
             )
         })?;
-        if let Some((plugin, _)) = file.limits.iter().find(|(_, rpm)| **rpm == 0) {
+        if let Some((plugin, _)) = file.limits.per_plugin.iter().find(|(_, rpm)| **rpm == 0) {
             return Err(format!(
                 "{}: limits.{plugin} must be at least 1 request per minute",
                 path.display()
@@ -237,12 +286,28 @@ mod tests {
     fn reads_limits_and_reports_mistakes_with_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
-        assert!(ConfigFile::load(&path).unwrap().limits.is_empty());
-        std::fs::write(&path, "[limits]\npoe-openai = 300\n").unwrap();
-        assert_eq!(ConfigFile::load(&path).unwrap().limits["poe-openai"], 300);
+        assert!(
+            ConfigFile::load(&path)
+                .unwrap()
+                .limits
+                .per_plugin
+                .is_empty()
+        );
+        std::fs::write(
+            &path,
+            "[limits]\npoe-openai = 300\nbackend = \"redis://10.0.0.5:6379/0\"\n",
+        )
+        .unwrap();
+        let limits = ConfigFile::load(&path).unwrap().limits;
+        assert_eq!(limits.per_plugin["poe-openai"], 300);
+        assert_eq!(limits.backend.as_deref(), Some("redis://10.0.0.5:6379/0"));
         std::fs::write(&path, "[limits]\npoe-openai = \"fast\"\n").unwrap();
         let err = ConfigFile::load(&path).unwrap_err();
         assert!(err.contains("config.toml"), "{err}");
+        assert!(err.contains("limits.poe-openai must be a number"), "{err}");
+        std::fs::write(&path, "[limits]\nbackend = \"http://x\"\n").unwrap();
+        let err = ConfigFile::load(&path).unwrap_err();
+        assert!(err.contains("must be a redis:// URL"), "{err}");
         std::fs::write(&path, "[limtis]\n").unwrap();
         assert!(ConfigFile::load(&path).is_err());
         std::fs::write(&path, "[deadlines]\nvideo = 3600\n").unwrap();

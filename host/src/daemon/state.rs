@@ -345,6 +345,7 @@ impl DaemonState {
             store: self.jobs.store_path(),
             store_error: self.jobs.store_error().map(str::to_string),
             limiters: self.limits.status(),
+            limits_backend: self.limits.backend_status(),
             config_error: self
                 .config_error
                 .clone()

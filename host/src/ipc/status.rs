@@ -34,6 +34,9 @@ pub struct Status {
     pub store_error: Option<String>,
     /// One row per shared rate limiter (plugin × API key fingerprint).
     pub limiters: Vec<crate::limits::LimiterStatus>,
+    /// `[limits] backend` (team-wide limits in Redis), when set.
+    #[serde(default)]
+    pub limits_backend: Option<crate::limits::team::TeamStatus>,
     /// Why `config.toml` was ignored, if it was.
     #[serde(default)]
     pub config_error: Option<String>,

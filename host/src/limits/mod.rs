@@ -17,6 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::credentials::fingerprint;
+use crate::config::file::LimitsSection;
+
+pub mod team;
+use team::{Team, Turn};
 
 /// Environment override: `plugin=requests_per_minute[,plugin=…]`.
 pub const RATE_LIMITS_ENV: &str = "POE_CODE_RATE_LIMITS";
@@ -59,6 +63,8 @@ pub struct Limiter {
     paused_until: Mutex<Option<Instant>>,
     waiting: AtomicU64,
     last_remaining: Mutex<Option<u64>>,
+    /// The team-wide store, and this limiter's name in it.
+    team: Option<(Arc<Team>, String)>,
 }
 
 /// The requests of the current window, and the upstream's word on them.
@@ -76,13 +82,17 @@ struct Reported {
     spent: u64,
 }
 
+/// How long a request stays in the window: a little over the window, as
+/// the upstream counts arrivals, which trail our sends by a jitter.
+fn span(window: Duration) -> Duration {
+    window + (window / 50).max(Duration::from_millis(250))
+}
+
 impl Window {
     /// Takes a turn at `now` if the window has one; otherwise when to ask
     /// again.
     fn take(&mut self, now: Instant, limit: usize, window: Duration) -> Result<(), Instant> {
-        // A request leaves the window a little after a full window: the
-        // upstream counts arrivals, which trail our sends by a jitter.
-        let span = window + (window / 50).max(Duration::from_millis(250));
+        let span = span(window);
         while self
             .sent
             .front()
@@ -90,26 +100,35 @@ impl Window {
         {
             self.sent.pop_front();
         }
-        if self.upstream.as_ref().is_some_and(|r| r.reset_at <= now) {
-            self.upstream = None;
-        }
-        let mut next = None;
+        let mut next = self.upstream_next(now);
         if self.sent.len() >= limit {
-            next = self.sent.front().map(|t| *t + span);
-        }
-        if let Some(reported) = &self.upstream
-            && reported.spent >= reported.remaining
-        {
-            next = Some(next.map_or(reported.reset_at, |n: Instant| n.max(reported.reset_at)));
+            let full = self.sent.front().map(|t| *t + span);
+            next = next.max(full);
         }
         if let Some(next) = next {
             return Err(next.max(now + Duration::from_millis(1)));
         }
+        self.record(now);
+        Ok(())
+    }
+
+    /// When the upstream's word allows the next request, if it does not now.
+    fn upstream_next(&mut self, now: Instant) -> Option<Instant> {
+        if self.upstream.as_ref().is_some_and(|r| r.reset_at <= now) {
+            self.upstream = None;
+        }
+        self.upstream
+            .as_ref()
+            .filter(|r| r.spent >= r.remaining)
+            .map(|r| r.reset_at)
+    }
+
+    /// Notes a request sent at `now`.
+    fn record(&mut self, now: Instant) {
         self.sent.push_back(now);
         if let Some(reported) = &mut self.upstream {
             reported.spent += 1;
         }
-        Ok(())
     }
 }
 
@@ -125,6 +144,7 @@ impl Limiter {
             paused_until: Mutex::new(None),
             waiting: AtomicU64::new(0),
             last_remaining: Mutex::new(None),
+            team: None,
         }
     }
 
@@ -133,11 +153,19 @@ impl Limiter {
         paused.filter(|until| *until > Instant::now())
     }
 
-    /// Stops every call on this key until `until` (later pauses win).
+    /// Stops every call on this key until `until` (later pauses win), on
+    /// every daemon of the team too.
     pub fn pause_until(&self, until: Instant) {
-        let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
-        if paused.is_none_or(|p| p < until) {
-            *paused = Some(until);
+        {
+            let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+            if paused.is_none_or(|p| p < until) {
+                *paused = Some(until);
+            }
+        }
+        if let Some((team, id)) = &self.team {
+            let (shared, id) = (team.clone(), id.clone());
+            let length = until.saturating_duration_since(Instant::now());
+            team.spawn(async move { shared.pause(&id, length).await });
         }
     }
 
@@ -155,6 +183,30 @@ impl Limiter {
                 spent: 0,
             });
         }
+    }
+
+    /// Takes a turn from the team's window in Redis (the upstream's word,
+    /// which counts every machine, still comes first); `None` when there is
+    /// no team or Redis cannot say.
+    async fn take_team(&self) -> Option<Result<(), Instant>> {
+        let (team, id) = self.team.as_ref()?;
+        if let Some(next) = self.window().upstream_next(Instant::now()) {
+            return Some(Err(next));
+        }
+        let limit = self.limit.requests_per_minute.max(1);
+        match team.take(id, limit, span(self.window)).await? {
+            Turn::Go => {
+                // Kept locally too, so a fall back to local limits starts
+                // from what this daemon sent.
+                self.window().record(Instant::now());
+                Some(Ok(()))
+            }
+            Turn::Wait(wait) => Some(Err(Instant::now() + wait)),
+        }
+    }
+
+    fn window(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes a turn now if the window has one.
@@ -189,7 +241,11 @@ impl Limiter {
                 tokio::time::sleep_until(until.into()).await;
                 continue;
             }
-            match self.take() {
+            let taken = match self.take_team().await {
+                Some(taken) => taken,
+                None => self.take(),
+            };
+            match taken {
                 Ok(()) => return Ok(()),
                 Err(next) => {
                     if next > deadline {
@@ -212,8 +268,15 @@ impl Limiter {
         let Ok(_turn) = self.fifo.try_lock() else {
             return Err(Duration::from_millis(100));
         };
+        // Decided locally (a plugin thread cannot wait for Redis), then
+        // counted in the team's window.
         self.take()
-            .map_err(|next| next.saturating_duration_since(Instant::now()))
+            .map_err(|next| next.saturating_duration_since(Instant::now()))?;
+        if let Some((team, id)) = &self.team {
+            let (shared, id, span) = (team.clone(), id.clone(), span(self.window));
+            team.spawn(async move { shared.record(&id, span).await });
+        }
+        Ok(())
     }
 
     fn limit_period(&self) -> Duration {
@@ -287,12 +350,25 @@ pub struct Limits {
     limiters: Mutex<HashMap<LimiterKey, Arc<Limiter>>>,
     overrides: HashMap<String, u32>,
     window: Duration,
+    /// `[limits] backend`, when set and valid.
+    team: Option<Arc<Team>>,
+    /// Why `backend` is not used, when it is set but invalid.
+    team_error: Option<String>,
 }
 
 impl Limits {
-    /// Limits with overrides from config.toml, and from the environment over those.
-    pub fn new(config_overrides: HashMap<String, u32>) -> Self {
-        let mut overrides = config_overrides;
+    /// Limits from config.toml's `[limits]`, and the environment over those.
+    /// With a `backend`, it must run inside tokio.
+    pub fn new(section: LimitsSection) -> Self {
+        let (team, team_error) = match section.backend.as_deref().map(Team::new) {
+            None => (None, None),
+            Some(Ok(team)) => (Some(Arc::new(team)), None),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "limits are this daemon's own");
+                (None, Some(e))
+            }
+        };
+        let mut overrides = section.per_plugin;
         if let Ok(spec) = std::env::var(RATE_LIMITS_ENV) {
             for part in spec.split(',') {
                 if let Some((plugin, rpm)) = part.split_once('=')
@@ -312,6 +388,8 @@ impl Limits {
             limiters: Mutex::new(HashMap::new()),
             overrides,
             window,
+            team,
+            team_error,
         }
     }
 
@@ -337,6 +415,7 @@ impl Limits {
         api_key: Option<&str>,
     ) -> Arc<Limiter> {
         let id = api_key.map(key_id);
+        let team_id = format!("{plugin}:{}", id.as_deref().unwrap_or("plugin-default"));
         let key = api_key
             .map(fingerprint)
             .unwrap_or_else(|| "(plugin default)".into());
@@ -350,16 +429,31 @@ impl Limits {
                     .copied()
                     .or(declared)
                     .unwrap_or(FALLBACK_REQUESTS_PER_MINUTE);
-                Arc::new(Limiter::new(
+                let mut limiter = Limiter::new(
                     plugin,
                     &key,
                     Limit {
                         requests_per_minute: rpm,
                     },
                     self.window,
-                ))
+                );
+                limiter.team = self.team.clone().map(|team| (team, team_id));
+                Arc::new(limiter)
             })
             .clone()
+    }
+
+    /// Where the limits are kept, when it is not this daemon alone.
+    pub fn backend_status(&self) -> Option<team::TeamStatus> {
+        match (&self.team, &self.team_error) {
+            (Some(team), _) => Some(team.status()),
+            (None, Some(error)) => Some(team::TeamStatus {
+                url: "(invalid)".into(),
+                ok: false,
+                error: Some(error.clone()),
+            }),
+            (None, None) => None,
+        }
     }
 
     /// Status rows, one per limiter.
@@ -388,7 +482,7 @@ mod tests {
 
     #[test]
     fn keys_that_end_alike_get_their_own_limiters() {
-        let limits = Limits::new(HashMap::new());
+        let limits = Limits::new(LimitsSection::default());
         let a = limits.limiter("p", None, Some("first-key-1234"));
         let b = limits.limiter("p", None, Some("other-key-1234"));
         assert_eq!(a.key, b.key, "same fingerprint shown");
