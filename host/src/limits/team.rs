@@ -9,8 +9,9 @@
 //!
 //! Redis never fails a call: when it cannot answer within [`ANSWER_WITHIN`],
 //! the limiter decides alone (its own log of this daemon's sends, kept in
-//! every mode), one warning goes to the log and to `status`, and the
-//! connection comes back by itself (redis's `ConnectionManager`).
+//! every mode) and asks Redis again only after [`RETRY_AFTER`], one warning
+//! goes to the log and to `status`, and the connection comes back by itself
+//! (redis's `ConnectionManager`).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -19,6 +20,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 /// How long a call waits for Redis before deciding locally.
 pub const ANSWER_WITHIN: Duration = Duration::from_millis(500);
+/// After Redis failed, how long calls decide locally before one asks it
+/// again (so an unreachable host costs one call a wait, not every call).
+pub const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// Takes a turn. KEYS: the window (a sorted set), the pause. ARGV: the
 /// limit, the window in µs, a unique member. Returns 0 (go) or the
@@ -72,8 +76,9 @@ pub struct Team {
     take: redis::Script,
     record: redis::Script,
     pause: redis::Script,
-    /// Why Redis is not being used right now, if it is not.
-    trouble: Mutex<Option<String>>,
+    /// Why Redis is not being used right now, if it is not, and when to
+    /// ask it again.
+    trouble: Mutex<Option<(String, std::time::Instant)>>,
     /// The daemon's runtime, for work started on a plugin's thread.
     runtime: tokio::runtime::Handle,
 }
@@ -124,6 +129,9 @@ impl Team {
     /// Takes a turn for `id` (`plugin:key hash`) under `limit` per `window`;
     /// `None` when Redis cannot say (decide locally).
     pub async fn take(&self, id: &str, limit: u32, window: Duration) -> Option<Turn> {
+        if self.resting() {
+            return None;
+        }
         let mut invocation = self.take.prepare_invoke();
         invocation
             .key(window_key(id))
@@ -145,6 +153,9 @@ impl Team {
 
     /// Counts a send of `id` that took its turn locally.
     pub async fn record(&self, id: &str, window: Duration) {
+        if self.resting() {
+            return;
+        }
         let mut invocation = self.record.prepare_invoke();
         invocation
             .key(window_key(id))
@@ -161,6 +172,9 @@ impl Team {
 
     /// Pauses `id` for everyone for `length`.
     pub async fn pause(&self, id: &str, length: Duration) {
+        if self.resting() {
+            return;
+        }
         let mut invocation = self.pause.prepare_invoke();
         invocation
             .key(pause_key(id))
@@ -172,6 +186,14 @@ impl Team {
         )
         .await;
         self.settle(answer);
+    }
+
+    /// Whether Redis failed lately and is not to be asked yet.
+    fn resting(&self) -> bool {
+        let trouble = self.trouble.lock().unwrap_or_else(|e| e.into_inner());
+        trouble
+            .as_ref()
+            .is_some_and(|(_, retry_at)| std::time::Instant::now() < *retry_at)
     }
 
     /// Notes whether Redis answered, logging each change once.
@@ -201,11 +223,11 @@ impl Team {
         }
     }
 
-    fn note(&self, trouble: &mut Option<String>, why: String) {
+    fn note(&self, trouble: &mut Option<(String, std::time::Instant)>, why: String) {
         if trouble.is_none() {
             tracing::warn!(backend = %self.shown, error = %why, "Redis unreachable; limits are this daemon's own until it is back");
         }
-        *trouble = Some(why);
+        *trouble = Some((why, std::time::Instant::now() + RETRY_AFTER));
     }
 
     /// A status row.
@@ -214,7 +236,7 @@ impl Team {
         TeamStatus {
             url: self.shown.clone(),
             ok: trouble.is_none(),
-            error: trouble.clone(),
+            error: trouble.as_ref().map(|(why, _)| why.clone()),
         }
     }
 }
