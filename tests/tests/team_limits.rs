@@ -2,7 +2,8 @@
 //! window per key through a real `redis-server`, so together they never
 //! exceed the upstream's limit; Redis going away fails no call (each daemon
 //! falls back to its own window, says so once in its log and in `status`)
-//! and coming back is noticed by itself.
+//! and coming back is noticed by itself; a Redis that never answers costs a
+//! call at most one short wait.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -216,4 +217,40 @@ async fn calls_keep_succeeding_while_redis_is_down_and_it_is_used_again_when_bac
         10 + 40 + round + 1
     );
     drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_that_never_answers_fails_no_call() {
+    // A listener that takes connections and never says a word: every
+    // request to it times out, which must cost a call at most one short
+    // wait, never an error.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}/0", silent.local_addr().unwrap());
+    let held = Arc::new(Mutex::new(Vec::new()));
+    std::thread::spawn({
+        let held = held.clone();
+        move || {
+            for stream in silent.incoming().flatten() {
+                held.lock().unwrap().push(stream);
+            }
+        }
+    });
+    let server = upstream_with(Shared(Arc::new(WindowedUpstream {
+        window: Duration::from_secs(60),
+        limit: 1000,
+        seen: Mutex::new(VecDeque::new()),
+        max_in_window: Mutex::new(0),
+        rejected: Mutex::new(0),
+    })))
+    .await;
+    let env = team_env(&server, &url, 60, 500);
+    ask_many(&env, "silent", 2, 10).await;
+    let backend = &env.status().unwrap()["limits_backend"];
+    assert_eq!(backend["ok"], false, "{backend}");
+    assert!(
+        backend["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{backend}"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 20);
+    assert_eq!(env.daemon_log().matches("Redis unreachable").count(), 1);
 }

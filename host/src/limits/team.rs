@@ -103,9 +103,10 @@ impl Team {
         let client = redis::Client::open(url).map_err(|e| format!("limits.backend: {e}"))?;
         let info = client.get_connection_info();
         let shown = format!("redis://{}/{}", info.addr(), info.redis_settings().db());
+        // Longer than our own cap, which thus always ends the wait first.
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(ANSWER_WITHIN))
-            .set_response_timeout(Some(ANSWER_WITHIN))
+            .set_connection_timeout(Some(ANSWER_WITHIN * 2))
+            .set_response_timeout(Some(ANSWER_WITHIN * 2))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
         let connection = ConnectionManager::new_lazy_with_config(client, config)
