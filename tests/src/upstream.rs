@@ -73,6 +73,19 @@ pub struct WindowedUpstream {
     pub rejected: Mutex<usize>,
 }
 
+impl WindowedUpstream {
+    /// A stand-in allowing `limit` requests per `window`, none seen yet.
+    pub fn new(window: Duration, limit: usize) -> Self {
+        Self {
+            window,
+            limit,
+            seen: Mutex::new(VecDeque::new()),
+            max_in_window: Mutex::new(0),
+            rejected: Mutex::new(0),
+        }
+    }
+}
+
 impl Answer for WindowedUpstream {
     fn answer(&self, request: &Request) -> ResponseTemplate {
         let now = Instant::now();

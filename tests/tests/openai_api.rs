@@ -4,9 +4,8 @@
 //! wire format on 127.0.0.1, enforcing a sliding-window limit) never sees
 //! exceeded. Needs python3 with `openai` (see `testkit::external`).
 
-use std::collections::VecDeque;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -25,13 +24,7 @@ async fn openai_sdk_scripts_and_agents_share_one_limit() {
     };
     // 30 requests per 2 s window (the window shortened from Poe's minute so
     // the test takes seconds), counted the same way by the stand-in.
-    let upstream = Arc::new(WindowedUpstream {
-        window: Duration::from_secs(2),
-        limit: 30,
-        seen: Mutex::new(VecDeque::new()),
-        max_in_window: Mutex::new(0),
-        rejected: Mutex::new(0),
-    });
+    let upstream = Arc::new(WindowedUpstream::new(Duration::from_secs(2), 30));
     let server = upstream_with(Shared(upstream.clone())).await;
     let env = TestEnv::new(&["poe-openai"])
         .with_var("POE_BASE_URL", format!("{}/v1", server.uri()))

@@ -4,7 +4,6 @@
 //! wiremock server on 127.0.0.1 speaking Poe's OpenAI-compatible wire format;
 //! the plugin is the real poe-openai library.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,13 +24,7 @@ async fn twenty_sessions_share_one_limit_and_never_exceed_the_upstreams() {
     // 60 requests per 2 s window (the window shortened from Poe's minute so
     // the test takes seconds): 500 calls from 20 sessions, against a
     // stand-in that counts the same window and says 429 past it.
-    let upstream = Arc::new(WindowedUpstream {
-        window: Duration::from_secs(2),
-        limit: 60,
-        seen: Mutex::new(VecDeque::new()),
-        max_in_window: Mutex::new(0),
-        rejected: Mutex::new(0),
-    });
+    let upstream = Arc::new(WindowedUpstream::new(Duration::from_secs(2), 60));
     let server = upstream_with(Shared(upstream.clone())).await;
     let env = env_for(&server)
         .with_var("POE_CODE_RATE_WINDOW_SECS", "2")

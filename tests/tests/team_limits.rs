@@ -5,7 +5,6 @@
 //! and coming back is noticed by itself; a Redis that never answers costs a
 //! call at most one short wait.
 
-use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -122,13 +121,7 @@ async fn two_daemons_on_one_redis_never_exceed_the_limit_together() {
     // seconds): 600 calls from two daemons, against a stand-in that counts
     // the same window and says 429 past it. Each daemon alone would send
     // its 300 at once, 600 in one window.
-    let upstream = Arc::new(WindowedUpstream {
-        window: Duration::from_secs(4),
-        limit: 300,
-        seen: Mutex::new(VecDeque::new()),
-        max_in_window: Mutex::new(0),
-        rejected: Mutex::new(0),
-    });
+    let upstream = Arc::new(WindowedUpstream::new(Duration::from_secs(4), 300));
     let server = upstream_with(Shared(upstream.clone())).await;
     let first = team_env(&server, &redis.url(), 4, 300);
     let second = team_env(&server, &redis.url(), 4, 300);
@@ -169,13 +162,7 @@ async fn calls_keep_succeeding_while_redis_is_down_and_it_is_used_again_when_bac
         return;
     };
     let mut redis = Redis::start(&bin);
-    let upstream = Arc::new(WindowedUpstream {
-        window: Duration::from_secs(60),
-        limit: 1000,
-        seen: Mutex::new(VecDeque::new()),
-        max_in_window: Mutex::new(0),
-        rejected: Mutex::new(0),
-    });
+    let upstream = Arc::new(WindowedUpstream::new(Duration::from_secs(60), 1000));
     let server = upstream_with(Shared(upstream.clone())).await;
     let env = team_env(&server, &redis.url(), 60, 500);
     ask_many(&env, "up", 2, 5).await;
@@ -235,13 +222,10 @@ async fn a_redis_that_never_answers_fails_no_call() {
             }
         }
     });
-    let server = upstream_with(Shared(Arc::new(WindowedUpstream {
-        window: Duration::from_secs(60),
-        limit: 1000,
-        seen: Mutex::new(VecDeque::new()),
-        max_in_window: Mutex::new(0),
-        rejected: Mutex::new(0),
-    })))
+    let server = upstream_with(Shared(Arc::new(WindowedUpstream::new(
+        Duration::from_secs(60),
+        1000,
+    ))))
     .await;
     let env = team_env(&server, &url, 60, 500);
     ask_many(&env, "silent", 2, 10).await;

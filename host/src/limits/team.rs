@@ -130,9 +130,6 @@ impl Team {
     /// Takes a turn for `id` (`plugin:key hash`) under `limit` per `window`;
     /// `None` when Redis cannot say (decide locally).
     pub async fn take(&self, id: &str, limit: u32, window: Duration) -> Option<Turn> {
-        if self.resting() {
-            return None;
-        }
         let mut invocation = self.take.prepare_invoke();
         invocation
             .key(window_key(id))
@@ -140,13 +137,7 @@ impl Team {
             .arg(limit)
             .arg(window.as_micros() as u64)
             .arg(uuid::Uuid::new_v4().to_string());
-        let mut connection = self.connection.clone();
-        let answer = tokio::time::timeout(
-            ANSWER_WITHIN,
-            invocation.invoke_async::<u64>(&mut connection),
-        )
-        .await;
-        match self.settle(answer)? {
+        match self.run(invocation).await? {
             0 => Some(Turn::Go),
             ms => Some(Turn::Wait(Duration::from_millis(ms))),
         }
@@ -154,39 +145,36 @@ impl Team {
 
     /// Counts a send of `id` that took its turn locally.
     pub async fn record(&self, id: &str, window: Duration) {
-        if self.resting() {
-            return;
-        }
         let mut invocation = self.record.prepare_invoke();
         invocation
             .key(window_key(id))
             .arg(window.as_micros() as u64)
             .arg(uuid::Uuid::new_v4().to_string());
-        let mut connection = self.connection.clone();
-        let answer = tokio::time::timeout(
-            ANSWER_WITHIN,
-            invocation.invoke_async::<u64>(&mut connection),
-        )
-        .await;
-        self.settle(answer);
+        self.run(invocation).await;
     }
 
     /// Pauses `id` for everyone for `length`.
     pub async fn pause(&self, id: &str, length: Duration) {
-        if self.resting() {
-            return;
-        }
         let mut invocation = self.pause.prepare_invoke();
         invocation
             .key(pause_key(id))
             .arg(length.as_millis().max(1) as u64);
+        self.run(invocation).await;
+    }
+
+    /// Runs one script within [`ANSWER_WITHIN`], unless Redis is resting;
+    /// `None` when it gave no answer.
+    async fn run(&self, invocation: redis::ScriptInvocation<'_>) -> Option<u64> {
+        if self.resting() {
+            return None;
+        }
         let mut connection = self.connection.clone();
         let answer = tokio::time::timeout(
             ANSWER_WITHIN,
             invocation.invoke_async::<u64>(&mut connection),
         )
         .await;
-        self.settle(answer);
+        self.settle(answer)
     }
 
     /// Whether Redis failed lately and is not to be asked yet.
@@ -198,10 +186,10 @@ impl Team {
     }
 
     /// Notes whether Redis answered, logging each change once.
-    fn settle<T>(
+    fn settle(
         &self,
-        answer: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
-    ) -> Option<T> {
+        answer: Result<redis::RedisResult<u64>, tokio::time::error::Elapsed>,
+    ) -> Option<u64> {
         let mut trouble = self.trouble.lock().unwrap_or_else(|e| e.into_inner());
         match answer {
             Ok(Ok(value)) => {
