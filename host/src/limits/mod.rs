@@ -92,14 +92,7 @@ impl Window {
     /// Takes a turn at `now` if the window has one; otherwise when to ask
     /// again.
     fn take(&mut self, now: Instant, limit: usize, window: Duration) -> Result<(), Instant> {
-        let span = span(window);
-        while self
-            .sent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= span)
-        {
-            self.sent.pop_front();
-        }
+        let span = self.trim(now, window);
         let mut next = self.upstream_next(now);
         if self.sent.len() >= limit {
             let full = self.sent.front().map(|t| *t + span);
@@ -110,6 +103,20 @@ impl Window {
         }
         self.record(now);
         Ok(())
+    }
+
+    /// Drops the requests that left the window by `now`; returns how long a
+    /// request stays in it.
+    fn trim(&mut self, now: Instant, window: Duration) -> Duration {
+        let span = span(window);
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= span)
+        {
+            self.sent.pop_front();
+        }
+        span
     }
 
     /// When the upstream's word allows the next request, if it does not now.
@@ -198,7 +205,10 @@ impl Limiter {
             Turn::Go => {
                 // Kept locally too, so a fall back to local limits starts
                 // from what this daemon sent.
-                self.window().record(Instant::now());
+                let now = Instant::now();
+                let mut window = self.window();
+                window.trim(now, self.window);
+                window.record(now);
                 Some(Ok(()))
             }
             Turn::Wait(wait) => Some(Err(Instant::now() + wait)),
