@@ -287,36 +287,34 @@ impl<S: EventSink> SinkAbi for SinkBridge<S> {
     }
 }
 
-/// The sink of a started call (see [`crate::start`]): [`SinkBridge`] that
-/// also catches the finish event and hands its outcome to the waiting call.
+/// The sink of a started call (see [`crate::start`]): a [`SinkBridge`]
+/// that also catches the finish event and hands its outcome to the waiting
+/// call.
 #[cfg(feature = "tokio")]
 struct StartSink<S> {
-    sink: Arc<S>,
+    bridge: SinkBridge<Arc<S>>,
     done: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Result<Response, PluginError>>>>,
 }
 
 #[cfg(feature = "tokio")]
 impl<S: EventSink> SinkAbi for StartSink<S> {
     fn emit(&self, event: RStr<'_>) {
-        if let Some(outcome) = crate::start::parse_finish(event.as_str()) {
-            let done = self.done.lock().unwrap_or_else(|e| e.into_inner()).take();
-            // A second finish is a plugin bug; the first answer stands.
-            if let Some(done) = done {
-                let _ = done.send(decode_result::<Response>(outcome));
-            }
-        } else if let Ok(event) = serde_json::from_str::<Event>(event.as_str()) {
-            self.sink.emit(event);
+        let Some(outcome) = crate::start::parse_finish(event.as_str()) else {
+            return self.bridge.emit(event);
+        };
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // A second finish is a plugin bug; the first answer stands.
+        if let Some(done) = done {
+            let _ = done.send(decode_result::<Response>(outcome));
         }
     }
 
     fn is_cancelled(&self) -> bool {
-        self.sink.is_cancelled()
+        self.bridge.is_cancelled()
     }
 
     fn permit(&self) -> u64 {
-        self.sink
-            .permit()
-            .map_or(0, |wait| (wait.as_millis() as u64).max(1))
+        self.bridge.permit()
     }
 }
 
@@ -343,12 +341,9 @@ pub struct ProviderHandle {
     starts: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// The first plugin-api version whose SDK understands start requests.
-const STARTS_SINCE: (u64, u64) = (1, 4);
-
+/// Whether a plugin's SDK understands start requests (0.1.4 and later).
 fn understands_start(api_version: &str) -> bool {
-    semver::Version::parse(api_version)
-        .is_ok_and(|v| v.major > 0 || (v.minor, v.patch) >= STARTS_SINCE)
+    semver::Version::parse(api_version).is_ok_and(|v| v >= semver::Version::new(0, 1, 4))
 }
 
 impl ProviderHandle {
@@ -385,7 +380,7 @@ impl ProviderHandle {
             let (done, answer) = tokio::sync::oneshot::channel();
             let start_sink = SinkAbi_TO::from_value(
                 StartSink {
-                    sink: sink.clone(),
+                    bridge: SinkBridge(sink.clone()),
                     done: std::sync::Mutex::new(Some(done)),
                 },
                 TD_Opaque,
