@@ -11,6 +11,7 @@ pub mod codex;
 pub mod env;
 pub mod external;
 pub mod fake_codex;
+pub mod redis;
 pub mod responses;
 pub mod sse;
 pub mod upstream;

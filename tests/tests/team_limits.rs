@@ -5,10 +5,6 @@
 //! and coming back is noticed by itself; a Redis that never answers costs a
 //! call at most one short wait.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,76 +12,9 @@ use testkit::TestEnv;
 use testkit::client::result_text;
 use testkit::env::TEST_API_KEY;
 use testkit::external::{Tool, require};
+use testkit::redis::RedisServer as Redis;
 use testkit::upstream::{Shared, WindowedUpstream, upstream_with};
 use wiremock::MockServer;
-
-/// A `redis-server` on a free loopback port, killed when dropped.
-struct Redis {
-    bin: PathBuf,
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    fn start(bin: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(bin, port)
-    }
-
-    fn start_on(bin: &Path, port: u16) -> Self {
-        let child = Command::new(bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let redis = Redis {
-            bin: bin.to_path_buf(),
-            port,
-            child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while redis.command(&["PING"]).as_deref() != Some("+PONG\r\n") {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// Sends one command and returns the raw reply, if Redis answers.
-    fn command(&self, args: &[&str]) -> Option<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut request = format!("*{}\r\n", args.len());
-        for arg in args {
-            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream.write_all(request.as_bytes()).ok()?;
-        let mut reply = vec![0; 64 * 1024];
-        let n = stream.read(&mut reply).ok()?;
-        (n > 0).then(|| String::from_utf8_lossy(&reply[..n]).into_owned())
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn team_env(server: &MockServer, redis_url: &str, window_secs: u32, limit: u32) -> TestEnv {
     let env = TestEnv::new(&["poe-openai"])

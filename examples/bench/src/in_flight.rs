@@ -103,25 +103,11 @@ async fn open_sessions(paths: &Paths, n: usize, tag: &str) -> Vec<Session> {
     sessions
 }
 
-/// Raises this process's open-file limit: the bench holds every session's
-/// socket and, in the stand-in, every upstream connection.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain getrlimit/setrlimit on a struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
 /// The whole section, for each of `counts`.
 pub async fn calls_in_flight(counts: Vec<usize>, idle: usize) {
-    raise_open_file_limit();
+    // The bench holds every session's socket and, in the stand-in, every
+    // upstream connection.
+    poe_code::daemon::raise_open_file_limit();
     let fake = fake_poe::FakePoe::start_without_recording().await;
     println!();
     println!(

@@ -50,30 +50,16 @@ pub async fn waits() {
 /// when there is none).
 pub async fn team() {
     println!();
-    let Some(bin) = which("redis-server") else {
-        println!("team-wide limits: SKIPPED (no redis-server on PATH)");
+    let Ok(bin) = testkit::external::Tool::Redis.find() else {
+        println!("team-wide limits: SKIPPED (no redis-server: REDIS_SERVER_BIN or PATH)");
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let mut server = std::process::Command::new(bin)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start redis-server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let redis = testkit::redis::RedisServer::start(&bin);
     let turns = 1000;
     let bound = WaitBound(Duration::from_secs(120));
     let local = Limits::new(Default::default());
     let team = Limits::new(poe_code::config::file::LimitsSection {
-        backend: Some(format!("redis://127.0.0.1:{port}/0")),
+        backend: Some(redis.url()),
         ..Default::default()
     });
     let mut figures = Vec::new();
@@ -100,13 +86,5 @@ pub async fn team() {
         figures[0].as_secs_f64() * 1e3,
         figures[1].saturating_sub(figures[0]).as_secs_f64() * 1e3
     );
-    let _ = server.kill();
-    let _ = server.wait();
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+    drop(redis);
 }

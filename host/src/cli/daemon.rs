@@ -94,34 +94,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Lifts the soft limit on open files to the hard one: every session and
-/// every call in flight holds a socket, and the usual soft limit (1,024)
-/// would refuse connections long before memory or threads run short.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
-        {
-            return;
-        }
-        let wanted = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
-            tracing::warn!(
-                soft = limit.rlim_cur,
-                hard = limit.rlim_max,
-                "cannot raise the open-file limit"
-            );
-        }
-    }
-}
-
 fn with_runtime(fut: impl Future<Output = ExitCode>) -> ExitCode {
     match super::runtime("poe-coded") {
         Ok(runtime) => runtime.block_on(fut),
@@ -142,7 +114,7 @@ fn run(
             return ExitCode::FAILURE;
         }
     };
-    raise_open_file_limit();
+    crate::daemon::raise_open_file_limit();
     let idle_timeout = idle_timeout
         .filter(|s| s.is_finite() && *s > 0.0)
         .map(Duration::from_secs_f64)

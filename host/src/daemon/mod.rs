@@ -215,6 +215,34 @@ pub async fn run(paths: Paths, options: Options) -> Result<(), StartError> {
 }
 
 /// Takes the daemon lock, waiting while a stopping daemon still holds it.
+/// Lifts the soft limit on open files to the hard one: every session and
+/// every call in flight holds a socket, and the usual soft limit (1,024)
+/// would refuse connections long before memory or threads run short.
+pub fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let wanted = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+            tracing::warn!(
+                soft = limit.rlim_cur,
+                hard = limit.rlim_max,
+                "cannot raise the open-file limit"
+            );
+        }
+    }
+}
+
 async fn take_lock(paths: &Paths) -> Result<File, StartError> {
     let path = paths.daemon_lock();
     let lock = std::fs::OpenOptions::new()
