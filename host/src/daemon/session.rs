@@ -100,7 +100,9 @@ pub async fn serve<R, W>(
     };
     let server = PoeServer::new(daemon.clone(), session.clone(), calls.clone());
     let serve_ct = daemon.shutdown.child_token();
-    match serve_server_with_ct(server, transport, serve_ct).await {
+    // Boxed: the handshake's future is several KiB and is done once the
+    // session is up; inline, every idle session's task would keep its size.
+    match Box::pin(serve_server_with_ct(server, transport, serve_ct)).await {
         Ok(running) => {
             let reason = running.waiting().await;
             tracing::info!(session = session_id, ?reason, "session ended");
