@@ -32,7 +32,8 @@ async fn setup(bin: &Path) -> Setup {
     let log = scratch.path().join("codex-runs.jsonl");
     let env = TestEnv::new(&["codex-cli"])
         .with_var("CODEX_BIN", bin.display().to_string())
-        .with_var("FAKE_CODEX_LOG", log.display().to_string());
+        .with_var("FAKE_CODEX_LOG", log.display().to_string())
+        .with_var("CODEX_PASS_ENV", "FAKE_CODEX_LOG");
     let mut command = tokio::process::Command::from(env.command("poe-code"));
     command.args(["mcp", "run"]).current_dir(&work);
     let mut shim = McpClient::spawn(command).await;

@@ -24,7 +24,9 @@ const CODEX_KEYS: &[&str] = &[
 /// An env whose daemon sees none of the codex keys from the test's own
 /// environment, logging fake codex runs to `log`.
 fn env_without_codex_vars(plugins: &[&str], log: &Path) -> TestEnv {
-    let mut env = TestEnv::new(plugins).with_var("FAKE_CODEX_LOG", log.display().to_string());
+    let mut env = TestEnv::new(plugins)
+        .with_var("FAKE_CODEX_LOG", log.display().to_string())
+        .with_var("CODEX_PASS_ENV", "FAKE_CODEX_LOG");
     for key in CODEX_KEYS {
         env = env.without_var(key);
     }

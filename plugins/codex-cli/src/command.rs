@@ -30,8 +30,9 @@ pub(crate) const SANDBOX_MODES: &[&str] = &["read-only", "workspace-write", "dan
 /// How codex is run; from the `open` config.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    /// `CODEX_BIN`, default `codex` (looked up on `PATH`).
-    pub(crate) bin: String,
+    /// `CODEX_BIN` (default `codex`, looked up on `PATH`) and
+    /// `CODEX_PASS_ENV`.
+    pub(crate) cli: cli_provider::Cli,
     /// `CODEX_SANDBOX_MODE`, default `read-only`.
     pub(crate) sandbox: String,
     /// `CODEX_APPROVAL_POLICY`, default `never`.
@@ -91,7 +92,17 @@ impl Settings {
             }
         };
         Settings {
-            bin,
+            cli: cli_provider::Cli {
+                name: "Codex",
+                bin,
+                bin_key: "CODEX_BIN",
+                install: "npm install -g @openai/codex",
+                login: crate::errors::LOGIN_FIX,
+                env: &["CODEX_*", "OPENAI_*"],
+                pass_env: config_value(config, "CODEX_PASS_ENV")
+                    .map(cli_provider::env::names)
+                    .unwrap_or_default(),
+            },
             sandbox,
             approval,
             skip_git_check,
@@ -99,6 +110,21 @@ impl Settings {
             problem: (!problems.is_empty()).then(|| problems.join("; ")),
         }
     }
+}
+
+/// Whether codex has credentials to send: a login in its home
+/// (`auth.json`) or an API key in its environment. Used only to word a 401.
+pub(crate) fn has_login(settings: &Settings) -> bool {
+    let env_key = ["OPENAI_API_KEY", "CODEX_API_KEY"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+    let home = settings
+        .home
+        .clone()
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("CODEX_HOME").map(PathBuf::from))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".codex")));
+    env_key || home.is_some_and(|h| h.join("auth.json").is_file())
 }
 
 /// The Codex model for a routed model name: `codex` itself means Codex's
@@ -269,7 +295,7 @@ mod tests {
     fn defaults() {
         let s = settings(&[]);
         assert_eq!(
-            (s.bin.as_str(), s.sandbox.as_str(), s.approval.as_str()),
+            (s.cli.bin.as_str(), s.sandbox.as_str(), s.approval.as_str()),
             ("codex", "read-only", "never")
         );
         assert!(s.skip_git_check);

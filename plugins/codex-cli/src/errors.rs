@@ -15,8 +15,7 @@
 //! status codex quotes is kept for the message; no failure is retried
 //! (`invoke` marks them all final: a turn may have changed files).
 
-use std::io;
-
+use cli_provider::Cli;
 use poe_plugin_api::{ErrorKind, PluginError};
 
 use crate::events::snippet;
@@ -25,24 +24,8 @@ use crate::events::snippet;
 const MAX_MESSAGE: usize = 400;
 
 /// How to fix a missing or rejected login.
-const LOGIN_FIX: &str = "run `codex login` (or `printenv OPENAI_API_KEY | codex login --with-api-key`) \
+pub(crate) const LOGIN_FIX: &str = "run `codex login` (or `printenv OPENAI_API_KEY | codex login --with-api-key`) \
      as the user that runs poe-coded, with the same CODEX_HOME";
-
-/// Spawning `bin` failed.
-pub(crate) fn spawn(bin: &str, error: &io::Error) -> PluginError {
-    let message = match error.kind() {
-        io::ErrorKind::NotFound => format!(
-            "the Codex CLI was not found (CODEX_BIN={bin}). Fix: `npm install -g @openai/codex`, \
-             or set CODEX_BIN to the codex executable"
-        ),
-        io::ErrorKind::PermissionDenied => format!(
-            "the Codex CLI at CODEX_BIN={bin} is not executable. Fix: `chmod +x` it, or point \
-             CODEX_BIN at the codex executable"
-        ),
-        _ => format!("cannot start the Codex CLI (CODEX_BIN={bin}): {error}"),
-    };
-    PluginError::new(ErrorKind::Unavailable, message)
-}
 
 /// The HTTP status in codex's `unexpected status 401 Unauthorized: ...`.
 fn quoted_status(message: &str) -> Option<u16> {
@@ -50,8 +33,9 @@ fn quoted_status(message: &str) -> Option<u16> {
     rest.get(..3)?.parse().ok()
 }
 
-/// A `turn.failed` (or last stream error) message.
-pub(crate) fn turn_failed(message: &str) -> PluginError {
+/// A `turn.failed` (or last stream error) message; `has_login` says whether
+/// Codex had credentials to send (a 401 then means they were refused).
+pub(crate) fn turn_failed(cli: &Cli, message: &str, has_login: bool) -> PluginError {
     let lower = message.to_ascii_lowercase();
     let status = quoted_status(message);
     let said = snippet(message, MAX_MESSAGE);
@@ -59,12 +43,11 @@ pub(crate) fn turn_failed(message: &str) -> PluginError {
         || lower.contains("not logged in")
         || lower.contains("unauthorized")
     {
-        return PluginError::new(
-            ErrorKind::Unavailable,
-            format!(
-                "Codex is not logged in or its credentials were rejected ({said}). Fix: {LOGIN_FIX}"
-            ),
-        );
+        return if has_login && !lower.contains("not logged in") {
+            cli_provider::errors::login_rejected(cli, &said)
+        } else {
+            cli_provider::errors::not_logged_in(cli, &said)
+        };
     }
     if status == Some(429) || lower.contains("usage limit") || lower.contains("rate limit") {
         // Codex already retried on its own; running the turn again could
@@ -119,6 +102,7 @@ fn stderr_summary(stderr: &[String]) -> String {
 /// whether a thread had started (after that, it is the run that failed;
 /// before, the setup).
 pub(crate) fn exited(
+    cli: &Cli,
     code: Option<i32>,
     signal: Option<i32>,
     stderr: &[String],
@@ -139,10 +123,7 @@ pub(crate) fn exited(
         );
     }
     if lower.contains("not logged in") || lower.contains("login") {
-        return PluginError::new(
-            ErrorKind::Unavailable,
-            format!("Codex is not logged in ({said}). Fix: {LOGIN_FIX}"),
-        );
+        return cli_provider::errors::not_logged_in(cli, &said);
     }
     if started {
         // The run itself broke (crash, kill); the last stream error says why.
@@ -168,20 +149,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn missing_binary_is_unavailable_with_the_fix() {
-        let e = spawn("/nope/codex", &io::Error::from(io::ErrorKind::NotFound));
-        assert_eq!(e.kind, ErrorKind::Unavailable);
-        assert!(e.message.contains("npm install -g @openai/codex"));
-        assert!(e.message.contains("/nope/codex"));
-    }
-
-    #[test]
     fn turn_failures() {
+        let cli = crate::command::Settings::from_config(&Default::default()).cli;
+        let turn_failed = |message: &str| turn_failed(&cli, message, true);
         let e = turn_failed(
             "unexpected status 401 Unauthorized: Incorrect API key provided, url: http://127.0.0.1:1/v1/responses",
         );
         assert_eq!(e.kind, ErrorKind::Unavailable);
         assert!(e.message.contains("codex login"), "{}", e.message);
+        assert!(
+            e.message.contains("rejected or has expired"),
+            "{}",
+            e.message
+        );
+        let e = super::turn_failed(&cli, "unexpected status 401 Unauthorized", false);
+        assert!(e.message.contains("is not logged in"), "{}", e.message);
         let e = turn_failed("unexpected status 429 Too Many Requests: slow down");
         assert_eq!(e.kind, ErrorKind::RateLimited);
         let e = turn_failed("unexpected status 500 Internal Server Error: boom");
@@ -194,6 +176,10 @@ mod tests {
 
     #[test]
     fn exits_without_a_turn() {
+        let cli = crate::command::Settings::from_config(&Default::default()).cli;
+        let exited = |code, signal, stderr: &[String], started, last_error| {
+            exited(&cli, code, signal, stderr, started, last_error)
+        };
         let stderr = |lines: &[&str]| lines.iter().map(|l| l.to_string()).collect::<Vec<_>>();
         let e = exited(
             Some(1),

@@ -52,14 +52,7 @@ fn str_of<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
     value.get(key).and_then(Value::as_str)
 }
 
-/// At most `max` characters on one line, with an ellipsis when cut.
-pub(crate) fn snippet(s: &str, max: usize) -> String {
-    let line = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    match line.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &line[..i]),
-        None => line,
-    }
-}
+pub(crate) use cli_provider::errors::snippet;
 
 impl Turn {
     /// A turn that streams to the host when `emit` is set.
@@ -76,25 +69,11 @@ impl Turn {
         }
     }
 
-    /// Folds in one line of codex's stdout.
-    pub(crate) fn on_line(&mut self, line: &str, sink: &Sink) {
-        let line = line.trim();
-        if line.is_empty() {
-            return;
-        }
-        let event: Value = match serde_json::from_str(line) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
-                sink.log(
-                    LogLevel::Debug,
-                    format!("codex printed a non-event line: {}", snippet(line, SNIPPET)),
-                );
-                return;
-            }
-        };
-        match str_of(&event, "type").unwrap_or("") {
+    /// Folds in one event codex printed.
+    pub(crate) fn on_event(&mut self, event: &Value, sink: &Sink) {
+        match str_of(event, "type").unwrap_or("") {
             "thread.started" => {
-                if let Some(id) = str_of(&event, "thread_id").filter(|id| !id.is_empty()) {
+                if let Some(id) = str_of(event, "thread_id").filter(|id| !id.is_empty()) {
                     sink.emit(&Event::Continuation { id: id.to_string() });
                     self.thread_id = Some(id.to_string());
                 }
@@ -126,7 +105,7 @@ impl Turn {
                 self.failure = Some(message.to_string());
             }
             "error" => {
-                let message = str_of(&event, "message").unwrap_or("error");
+                let message = str_of(event, "message").unwrap_or("error");
                 self.progress(sink, format!("Codex: {}", snippet(message, SNIPPET)));
                 self.last_error = Some(message.to_string());
             }
@@ -313,13 +292,20 @@ mod tests {
         r#"{"type":"turn.completed","usage":{"input_tokens":11,"cached_input_tokens":0,"cache_write_input_tokens":0,"output_tokens":5,"reasoning_output_tokens":0}}"#,
     ];
 
+    /// One stdout line, as the toolkit hands it over.
+    fn feed(turn: &mut Turn, line: &str, sink: &Sink) {
+        if let Some(event) = cli_provider::parse_event(line.as_bytes()) {
+            turn.on_event(&event, sink);
+        }
+    }
+
     #[test]
     fn a_real_stream_becomes_events() {
         let recorder = Recorder::default();
         let sink = Sink::new(recorder.clone());
         let mut turn = Turn::new(true);
         for line in REAL {
-            turn.on_line(line, &sink);
+            feed(&mut turn, line, &sink);
         }
         assert_eq!(
             turn.thread_id.as_deref(),
@@ -369,7 +355,7 @@ mod tests {
             r#"{"type":"turn.failed","error":{"message":"unexpected status 401 Unauthorized"}}"#,
             r#"{"type":"future.event","x":1}"#,
         ] {
-            turn.on_line(line, &sink);
+            feed(&mut turn, line, &sink);
         }
         assert_eq!(turn.text, "");
         assert!(!turn.completed);

@@ -12,20 +12,21 @@
 //! config.toml): `CODEX_BIN` (default `codex`), `CODEX_SANDBOX_MODE`
 //! (default `read-only`), `CODEX_APPROVAL_POLICY` (default `never`),
 //! `CODEX_SKIP_GIT_CHECK` (default true), `CODEX_HOME` (default: inherited
-//! from the daemon, as are Codex's credentials).
+//! from the daemon, as are Codex's credentials), `CODEX_PASS_ENV` (more
+//! variables to pass to codex; it gets only the usual ones such as `PATH`
+//! and `HOME`, and `CODEX_*` and `OPENAI_*`, never the daemon's Poe key).
 //!
 //! Like every plugin, this one never retries: a failed run is a typed error
 //! and the host decides. Cancellation and timeouts terminate codex's whole
-//! process group (`process`), so a cancelled call leaves no process behind.
+//! process group (the `cli-provider` toolkit runs it), so a cancelled call
+//! leaves no process behind.
 //!
 //! Module map: `command` builds the command line and prompt, `run` drives
-//! one run, `events` reads the JSONL stream, `process` owns the process
-//! group, `errors` maps failures.
+//! one run, `events` reads the JSONL stream, `errors` maps failures.
 
 mod command;
 mod errors;
 mod events;
-mod process;
 mod run;
 
 use std::sync::Arc;
@@ -64,6 +65,7 @@ impl AsyncProvider for CodexCli {
                 "CODEX_APPROVAL_POLICY".into(),
                 "CODEX_SKIP_GIT_CHECK".into(),
                 "CODEX_HOME".into(),
+                "CODEX_PASS_ENV".into(),
             ],
             plugin_api_version: String::new(),
             // What `codex exec` takes: `-c model_reasoning_effort=…`; the

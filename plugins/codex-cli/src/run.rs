@@ -1,55 +1,18 @@
-//! One codex run: prepare the command, spawn it in its own process group,
-//! feed the prompt on stdin, read events until codex exits, and turn the
-//! outcome into a `Response` or a typed error.
-//!
-//! The host's cancel flag and the request deadline are watched the whole
-//! time; either stops the run by terminating the process group (see
-//! `process`) before the call returns, so no codex process outlives it.
+//! One codex run: prepare the command and prompt, let the `cli-provider`
+//! toolkit run it (its own process group, a clean environment, the prompt
+//! on stdin, cancellation and the deadline stopping the whole group), and
+//! turn the events and exit status into a `Response` or a typed error.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use base64::Engine;
+use cli_provider::Invocation;
 use poe_plugin_api::{ErrorKind, LogLevel, PluginError, Request, Response, Role, Sink};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::command::{self, Settings};
 use crate::errors;
 use crate::events::Turn;
-use crate::process::{Group, StderrTail};
-
-/// Variables of the daemon's environment codex has no business seeing.
-const HIDDEN_ENV: &[&str] = &["POE_API_KEY"];
-
-/// The directory codex works in: the calling session's cwd.
-fn working_dir(request: &Request, sink: &Sink) -> Result<Option<PathBuf>, PluginError> {
-    match request
-        .cwd
-        .as_deref()
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-    {
-        Some(cwd) => {
-            let path = PathBuf::from(cwd);
-            if path.is_dir() {
-                Ok(Some(path))
-            } else {
-                Err(PluginError::new(
-                    ErrorKind::InvalidRequest,
-                    format!("the session's working directory {cwd} does not exist"),
-                ))
-            }
-        }
-        None => {
-            sink.log(
-                LogLevel::Warn,
-                "no session working directory; codex runs in the daemon's",
-            );
-            Ok(None)
-        }
-    }
-}
 
 /// Image attachments sent inline (`data:image/...`) become files codex can
 /// take with `--image`; returns the paths and, per message, the
@@ -106,7 +69,7 @@ pub(crate) async fn run(
             format!("the codex-cli plugin is misconfigured: {problem}"),
         ));
     }
-    let cwd = working_dir(request, sink)?;
+    let cwd = cli_provider::working_dir(&settings.cli, request, sink)?;
     // Lives until codex has exited: it holds the --image files.
     let scratch = tempfile::Builder::new()
         .prefix("poe-code-codex")
@@ -114,98 +77,24 @@ pub(crate) async fn run(
         .map_err(|e| PluginError::internal(format!("cannot create a temp dir: {e}")))?;
     let (images, taken) = image_files(request, scratch.path());
     let prompt = command::prompt(request, &taken)?;
-    let args = command::args(settings, request, &images);
-
-    let mut cmd = tokio::process::Command::new(&settings.bin);
-    cmd.args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own group: one signal reaches everything codex started.
-        .process_group(0)
-        // Backstop if the group guard is never reached.
-        .kill_on_drop(true);
-    if let Some(cwd) = &cwd {
-        cmd.current_dir(cwd);
-    }
+    let mut invocation = Invocation {
+        args: command::args(settings, request, &images),
+        stdin: Some(prompt),
+        cwd,
+        env: Vec::new(),
+    };
     if let Some(home) = &settings.home {
-        cmd.env("CODEX_HOME", home);
+        invocation.env.push(("CODEX_HOME".into(), home.clone()));
     }
-    for name in HIDDEN_ENV {
-        cmd.env_remove(name);
-    }
-    let mut child = cmd.spawn().map_err(|e| errors::spawn(&settings.bin, &e))?;
-    let mut group = Group::new(child.id().unwrap_or(0));
-    sink.log(
-        LogLevel::Debug,
-        format!("started {} {}", settings.bin, args.join(" ")),
-    );
-
-    // Written from its own task so a prompt bigger than the pipe buffer
-    // cannot stall reading codex's output.
-    if let Some(mut stdin) = child.stdin.take() {
-        tokio::spawn(async move {
-            let _ = stdin.write_all(prompt.as_bytes()).await;
-            let _ = stdin.shutdown().await;
-        });
-    }
-    let stderr = child
-        .stderr
-        .take()
-        .map(StderrTail::collect)
-        .unwrap_or_default();
-    let Some(stdout) = child.stdout.take() else {
-        group.terminate(&mut child).await;
-        return Err(PluginError::internal("codex stdout was not captured"));
-    };
-    let mut lines = BufReader::new(stdout).split(b'\n');
     let mut turn = Turn::new(request.stream);
-    let stop = poe_plugin_api::cancel::stopped(sink, request.timeout_ms, "Codex");
-    tokio::pin!(stop);
-
-    let stopped = loop {
-        tokio::select! {
-            biased;
-            reason = &mut stop => break Some(reason),
-            line = lines.next_segment() => match line {
-                Ok(Some(line)) => turn.on_line(&String::from_utf8_lossy(&line), sink),
-                Ok(None) => break None,
-                Err(e) => {
-                    sink.log(LogLevel::Warn, format!("reading codex output failed: {e}"));
-                    break None;
-                }
-            },
-        }
-    };
-    let status = match stopped {
-        Some(reason) => Err(reason),
-        // Output closed; codex may still be finishing (or be stuck).
-        None => tokio::select! {
-            biased;
-            reason = &mut stop => Err(reason),
-            status = child.wait() => Ok(status),
-        },
-    };
-    let status = match status {
-        Ok(Ok(status)) => {
-            group.disarm();
-            status
-        }
-        Ok(Err(e)) => {
-            group.terminate(&mut child).await;
-            return Err(PluginError::internal(format!(
-                "waiting for codex failed: {e}"
-            )));
-        }
-        Err(reason) => {
-            group.terminate(&mut child).await;
-            sink.log(
-                LogLevel::Info,
-                format!("codex stopped: {}", reason.kind.as_str()),
-            );
-            return Err(reason);
-        }
-    };
+    let exit = cli_provider::run(
+        &settings.cli,
+        invocation,
+        sink,
+        request.timeout_ms,
+        |event| turn.on_event(event, sink),
+    )
+    .await?;
     drop(scratch);
     if let (Some(asked), Some(got)) = (command::continuation(request), turn.thread_id.as_deref())
         && asked != got
@@ -217,21 +106,27 @@ pub(crate) async fn run(
             format!("codex continued thread {got}, not {asked} (resolved by name or new)"),
         );
     }
-    finish(turn, status, &stderr.lines(), request)
+    finish(settings, turn, exit.status, &exit.stderr, request)
 }
 
 /// The call's outcome from what codex printed and how it exited.
 fn finish(
+    settings: &Settings,
     turn: Turn,
     status: std::process::ExitStatus,
     stderr: &[String],
     request: &Request,
 ) -> Result<Response, PluginError> {
     if let Some(failure) = &turn.failure {
-        return Err(errors::turn_failed(failure));
+        return Err(errors::turn_failed(
+            &settings.cli,
+            failure,
+            command::has_login(settings),
+        ));
     }
     if !status.success() {
         return Err(errors::exited(
+            &settings.cli,
             status.code(),
             status.signal(),
             stderr,

@@ -29,9 +29,10 @@ impl Scratch {
     }
 }
 
-/// The fake's log, shared by every test of this binary. Codex inherits the
-/// daemon's (here the test's) environment, so FAKE_CODEX_LOG is set here,
-/// with a POE_API_KEY the plugin must hide from codex. Every test calls this
+/// The fake's log, shared by every test of this binary. Codex gets the
+/// variables of the daemon's (here the test's) environment it is allowed
+/// (`CODEX_PASS_ENV` adds FAKE_CODEX_LOG), so it is set here, with a
+/// POE_API_KEY the plugin must hide from codex. Every test calls this
 /// first, so the environment is written before any test starts a process.
 fn run_log() -> std::path::PathBuf {
     static LOG: std::sync::OnceLock<(tempfile::TempDir, std::path::PathBuf)> =

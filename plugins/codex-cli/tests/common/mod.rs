@@ -24,10 +24,14 @@ pub fn fake_codex() -> PathBuf {
         .expect("fake codex fixture")
 }
 
-/// The provider with `CODEX_BIN` = the fake, plus `extra` config.
+/// The provider with `CODEX_BIN` = the fake (and its log variable passed),
+/// plus `extra` config.
 pub fn provider(extra: &[(&str, &str)]) -> Driver<CodexCli> {
     let mut config = Config::new();
     config.insert("CODEX_BIN".into(), fake_codex().display().to_string());
+    // The fake's log is named in the daemon's (here the test's) environment;
+    // codex gets only the variables it is allowed.
+    config.insert("CODEX_PASS_ENV".into(), "FAKE_CODEX_LOG".into());
     for (k, v) in extra {
         config.insert((*k).into(), (*v).into());
     }

@@ -1,5 +1,5 @@
-//! The codex child process: spawned as the leader of its own process group,
-//! so that cancelling a call can stop everything codex started (its shell
+//! The CLI's child process: spawned as the leader of its own process group,
+//! so that cancelling a call can stop everything the CLI started (its shell
 //! commands, their children) with one signal to the group, and nothing is
 //! left behind as an orphan.
 //!
@@ -14,7 +14,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, BufReader};
+
+use crate::lines::{Line, Lines};
 use tokio::process::Child;
 
 /// How long the group gets to exit after SIGTERM before SIGKILL.
@@ -24,7 +26,9 @@ const KILL_WAIT: Duration = Duration::from_millis(500);
 /// How often the group is checked while it exits.
 const EXIT_POLL: Duration = Duration::from_millis(20);
 /// How many stderr lines are kept for error messages.
-const STDERR_LINES: usize = 20;
+pub const STDERR_LINES: usize = 20;
+/// How much of one stderr line is kept.
+pub const STDERR_LINE_BYTES: usize = 2000;
 
 /// Signals `sig` to every process in group `pgid`; false when the group is
 /// empty (or the signal could not be sent).
@@ -38,31 +42,31 @@ fn signal_group(pgid: i32, sig: libc::c_int) -> bool {
     unsafe { libc::kill(-pgid, sig) == 0 }
 }
 
-/// The process group of a running codex, killed when stopped or dropped.
-pub(crate) struct Group {
+/// The process group of a running CLI, killed when stopped or dropped.
+pub struct Group {
     pgid: i32,
-    /// False once codex exited by itself and was reaped; its group is then
+    /// False once the CLI exited by itself and was reaped; its group is then
     /// none of our business (and its id may be reused).
     armed: bool,
 }
 
 impl Group {
     /// The group led by the child with `pid` (spawned with `process_group(0)`).
-    pub(crate) fn new(pid: u32) -> Group {
+    pub fn new(pid: u32) -> Group {
         Group {
             pgid: i32::try_from(pid).unwrap_or(0),
             armed: true,
         }
     }
 
-    /// Codex exited and was reaped: leave its group alone from now on.
-    pub(crate) fn disarm(&mut self) {
+    /// The CLI exited and was reaped: leave its group alone from now on.
+    pub fn disarm(&mut self) {
         self.armed = false;
     }
 
     /// SIGTERM to the group, then SIGKILL to whatever is left after
     /// [`TERM_GRACE`]; reaps the leader.
-    pub(crate) async fn terminate(&mut self, child: &mut Child) {
+    pub async fn terminate(&mut self, child: &mut Child) {
         if !self.armed {
             return;
         }
@@ -104,19 +108,23 @@ impl Drop for Group {
     }
 }
 
-/// The last lines codex wrote to stderr, for error messages.
+/// The last lines the CLI wrote to stderr (at most [`STDERR_LINES`], each
+/// at most [`STDERR_LINE_BYTES`]), for error messages.
 #[derive(Clone, Default)]
-pub(crate) struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+pub struct StderrTail(Arc<Mutex<VecDeque<String>>>);
 
 impl StderrTail {
     /// Collects `stderr` in the background until it closes.
-    pub(crate) fn collect(stderr: impl AsyncRead + Unpin + Send + 'static) -> StderrTail {
+    pub fn collect(stderr: impl AsyncRead + Unpin + Send + 'static) -> StderrTail {
         let tail = StderrTail::default();
         let lines = tail.0.clone();
         tokio::spawn(async move {
-            let mut reader = BufReader::new(stderr).split(b'\n');
-            while let Ok(Some(line)) = reader.next_segment().await {
-                let line = String::from_utf8_lossy(&line).trim().to_string();
+            let mut reader = Lines::new(BufReader::new(stderr), STDERR_LINE_BYTES);
+            while let Ok(Some(line)) = reader.next().await {
+                let line = match line {
+                    Line::Text(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+                    Line::TooLong(n) => format!("(a line of {n} bytes)"),
+                };
                 if line.is_empty() {
                     continue;
                 }
@@ -131,7 +139,7 @@ impl StderrTail {
     }
 
     /// The lines kept so far, oldest first.
-    pub(crate) fn lines(&self) -> Vec<String> {
+    pub fn lines(&self) -> Vec<String> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
