@@ -18,6 +18,15 @@ pub fn snippet(s: &str, max: usize) -> String {
     }
 }
 
+/// A plugin setting is wrong; every call says so (rather than the plugin
+/// refusing to load, so the user sees the reason where they call it).
+pub fn misconfigured(plugin: &str, problem: &str) -> PluginError {
+    PluginError::new(
+        ErrorKind::Unavailable,
+        format!("the {plugin} plugin is misconfigured: {problem}"),
+    )
+}
+
 /// Spawning the CLI failed: not installed, not executable, or otherwise.
 pub fn spawn_failed(cli: &Cli, error: &io::Error) -> PluginError {
     let Cli {

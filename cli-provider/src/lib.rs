@@ -7,6 +7,7 @@
 //!   event it prints ([`lines`] caps a line's length); cancellation and the
 //!   call's deadline stop the whole group ([`process`]), so no process
 //!   outlives the call;
+//! - [`attachments`] saves inline files where the CLI can read them;
 //! - [`process::StderrTail`] keeps the last lines of stderr for messages;
 //! - [`errors`] gives a missing binary, a missing login and a rejected or
 //!   expired login each its own actionable `unavailable` error.
@@ -14,12 +15,16 @@
 //! Arguments: pass anything a tool call supplies as `--flag=value` or after
 //! `--`, and the prompt on stdin, so no argument can be read as a flag.
 
+pub mod attachments;
 pub mod env;
 pub mod errors;
 pub mod lines;
 pub mod process;
+pub mod prompt;
+pub mod request;
 pub mod run;
 
+pub use request::{continuation, setting};
 pub use run::{Exit, Invocation, parse_event, run, working_dir};
 
 /// One CLI, as its plugin is configured to run it.

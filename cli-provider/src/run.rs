@@ -3,6 +3,7 @@
 //! the caller, and stop the whole group when the call is cancelled or its
 //! deadline passes, so no process outlives the call.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 
@@ -87,15 +88,17 @@ pub fn parse_event(line: &[u8]) -> Option<Value> {
 }
 
 /// Runs `cli` with `invocation`, calling `on_event` for every JSON object
-/// it prints on stdout (other lines are logged and skipped), until it exits
-/// or the call is cancelled or times out (`timeout_ms`). A stopped run
-/// returns the cancel/timeout error after the process group is gone.
+/// it prints on stdout (other lines are logged and skipped), until it exits,
+/// the call is cancelled or times out (`timeout_ms`), or `on_event` breaks
+/// with an error (e.g. the CLI is retrying a refused login, which no retry
+/// fixes). A stopped run returns that error after the process group is
+/// gone.
 pub async fn run(
     cli: &Cli,
     invocation: Invocation,
     sink: &Sink,
     timeout_ms: Option<u64>,
-    mut on_event: impl FnMut(&Value),
+    mut on_event: impl FnMut(&Value) -> ControlFlow<PluginError>,
 ) -> Result<Exit, PluginError> {
     let name = cli.name;
     let mut cmd = tokio::process::Command::new(&cli.bin);
@@ -154,7 +157,11 @@ pub async fn run(
             // Cancel-safe: `Lines::next` keeps a partly read line.
             line = lines.next() => match line {
                 Ok(Some(Line::Text(line))) => match parse_event(&line) {
-                    Some(event) => on_event(&event),
+                    Some(event) => {
+                        if let ControlFlow::Break(error) = on_event(&event) {
+                            break Some(error);
+                        }
+                    }
                     None if line.iter().all(u8::is_ascii_whitespace) => {}
                     None => sink.log(
                         LogLevel::Debug,

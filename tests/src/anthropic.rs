@@ -7,12 +7,20 @@
 //! get a short text. Answers stream like the real API (`message_start`,
 //! `content_block_start`/`_delta`/`_stop`, `message_delta`, `message_stop`)
 //! or come whole when `stream` is false; `count_tokens` is answered too.
+//!
+//! [`FakeMessages::echo`] is a model for Claude Code as a provider instead:
+//! it answers `Claude heard: <the user's messages, joined by " / ">`, holds
+//! an answer to a message containing `SLOW` for two minutes (to cancel),
+//! and refuses the key [`EXPIRED_KEY`] with a 401 as for an expired login.
 
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::sse::event_stream;
+
+/// The API key [`FakeMessages::echo`] refuses (401 `authentication_error`).
+pub const EXPIRED_KEY: &str = "sk-ant-expired-0000";
 
 /// A running fake Messages API; every request is recorded.
 pub struct FakeMessages {
@@ -42,6 +50,38 @@ impl FakeMessages {
             .mount(&server)
             .await;
         FakeMessages { server }
+    }
+
+    /// The echoing model (see the module docs).
+    pub async fn echo() -> FakeMessages {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/messages/count_tokens"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"input_tokens": 42})))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(Echo)
+            .mount(&server)
+            .await;
+        Mock::given(method("HEAD"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&server)
+            .await;
+        FakeMessages { server }
+    }
+
+    /// The user texts of every Messages request so far (as [`FakeMessages::echo`] reads them).
+    pub async fn user_texts(&self) -> Vec<Vec<String>> {
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path() == "/v1/messages")
+            .map(|r| user_texts(&serde_json::from_slice(&r.body).unwrap_or_default()))
+            .collect()
     }
 
     /// The value for `ANTHROPIC_BASE_URL`.
@@ -125,6 +165,57 @@ fn scripted_calls(body: &Value) -> Vec<Value> {
                 .collect::<Vec<Value>>()
         })
         .collect()
+}
+
+/// The user's own texts in a request: Claude Code adds `<system-reminder>`
+/// blocks to user turns, which are not what the user said.
+fn user_texts(body: &Value) -> Vec<String> {
+    body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "user")
+        .flat_map(|m| texts(&m["content"]))
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty() && !t.starts_with("<system-reminder>"))
+        .collect()
+}
+
+struct Echo;
+
+impl Respond for Echo {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let key = request
+            .headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if key == EXPIRED_KEY {
+            return ResponseTemplate::new(401).set_body_json(json!({"type": "error",
+                "error": {"type": "authentication_error", "message": "OAuth token has expired"}}));
+        }
+        let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
+            return ResponseTemplate::new(400).set_body_json(json!({"type": "error",
+                "error": {"type": "invalid_request_error", "message": "body is not JSON"}}));
+        };
+        let model = body["model"].as_str().unwrap_or("claude-fake").to_string();
+        let said = user_texts(&body);
+        let text = format!("Claude heard: {}", said.join(" / "));
+        let answer = if body["stream"] == json!(true) {
+            event_stream(&events(&model, &Block::Text(text), "end_turn"))
+        } else {
+            ResponseTemplate::new(200).set_body_json(json!({
+                "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                "stop_sequence": null, "usage": {"input_tokens": 42, "output_tokens": 9},
+            }))
+        };
+        if said.iter().any(|t| t.contains("SLOW")) {
+            answer.set_delay(std::time::Duration::from_secs(120))
+        } else {
+            answer
+        }
+    }
 }
 
 /// One content block of an answer.

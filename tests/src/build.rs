@@ -14,6 +14,8 @@ pub const PACKAGES: &[&str] = &[
     "poe-openai",
     "poe-legacy",
     "codex-cli",
+    "claude-cli",
+    "gemini-cli",
     "echo-plugin",
     "faulty-plugin",
     "echo-v2-plugin",

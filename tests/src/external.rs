@@ -2,7 +2,7 @@
 //! Codex CLIs, the official MCP Python SDK), and the one rule for a missing
 //! one: the test **fails**, saying how to install the tool, unless
 //! `POE_CODE_TEST_SKIP` names it (comma- or space-separated: `claude`,
-//! `codex`, `python-mcp`, `python-openai`, `conformance`, `redis`). Then the test prints `SKIPPED <test>: <why>` and
+//! `codex`, `gemini`, `python-mcp`, `python-openai`, `conformance`, `redis`). Then the test prints `SKIPPED <test>: <why>` and
 //! passes. `.ci/run` installs every tool and sets the opt-out only for one it
 //! could not install, printing the same SKIPPED line where a person sees it.
 //! A test never skips silently. [`clean_command`] and [`run_bounded`] run
@@ -23,6 +23,9 @@ pub enum Tool {
     /// Claude Code (npm `@anthropic-ai/claude-code`): `CLAUDE_BIN`, else
     /// `target/ci-tools`, else `claude` on `PATH`.
     Claude,
+    /// The Gemini CLI (npm `@google/gemini-cli`): `GEMINI_BIN`, else
+    /// `target/ci-tools`, else `gemini` on `PATH`.
+    Gemini,
     /// The Codex CLI (npm `@openai/codex`): `CODEX_BIN`, else
     /// `target/ci-tools`, else `codex` on `PATH`.
     Codex,
@@ -44,6 +47,7 @@ impl Tool {
     pub fn name(self) -> &'static str {
         match self {
             Tool::Claude => "claude",
+            Tool::Gemini => "gemini",
             Tool::Codex => "codex",
             Tool::PythonMcp => "python-mcp",
             Tool::PythonOpenAi => "python-openai",
@@ -58,6 +62,9 @@ impl Tool {
                 "npm install --prefix target/ci-tools @anthropic-ai/claude-code (as .ci/run does)"
             }
             Tool::Codex => "npm install --prefix target/ci-tools @openai/codex (as .ci/run does)",
+            Tool::Gemini => {
+                "npm install --prefix target/ci-tools @google/gemini-cli (as .ci/run does)"
+            }
             Tool::PythonMcp => "python3 -m pip install 'mcp>=2,<3' (as .ci/run does)",
             Tool::PythonOpenAi => "python3 -m pip install 'openai>=1,<3' (as .ci/run does)",
             Tool::Conformance => {
@@ -72,6 +79,7 @@ impl Tool {
     pub fn find(self) -> Result<PathBuf, String> {
         match self {
             Tool::Claude => find_cli("CLAUDE_BIN", "claude"),
+            Tool::Gemini => find_cli("GEMINI_BIN", "gemini"),
             Tool::Codex => find_cli("CODEX_BIN", "codex"),
             Tool::PythonMcp => find_python_package("mcp", "2."),
             Tool::PythonOpenAi => find_python_package("openai", ""),

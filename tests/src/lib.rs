@@ -11,6 +11,8 @@ pub mod codex;
 pub mod env;
 pub mod external;
 pub mod fake_codex;
+pub mod gemini;
+pub mod procs;
 pub mod redis;
 pub mod responses;
 pub mod sse;

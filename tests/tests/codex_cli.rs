@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 use testkit::client::{error_code, is_tool_error, result_text};
 use testkit::fake_codex::{self, argv, runs};
+use testkit::procs::{alive, group_members};
 use testkit::{McpClient, TestEnv};
 
 struct Setup {
@@ -45,36 +46,6 @@ async fn setup(bin: &Path) -> Setup {
         log,
         _scratch: scratch,
     }
-}
-
-/// Whether `pid` is a live (non-zombie) process, from /proc/<pid>/stat.
-fn alive(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let rest = &stat[stat.rfind(')')? + 1..];
-            rest.split_whitespace().next().map(|state| state != "Z")
-        })
-        .unwrap_or(false)
-}
-
-/// Live processes whose process group is `pgid`.
-fn group_members(pgid: i64) -> Vec<i64> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i64>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let rest = stat[stat.rfind(')')? + 1..].to_string();
-                    let fields: Vec<&str> = rest.split_whitespace().collect();
-                    Some(fields.first()? != &"Z" && fields.get(2)?.parse::<i64>().ok()? == pgid)
-                })
-                .unwrap_or(false)
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

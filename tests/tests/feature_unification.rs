@@ -52,7 +52,14 @@ fn every_part_of_the_workspace_builds_shared_dependencies_as_the_whole_does() {
         ("cargo run -p bench".into(), vec!["-pbench".into()]),
         ("poe-code alone".into(), vec!["-ppoe-code".into()]),
     ];
-    for plugin in ["poe-openai", "poe-legacy", "codex-cli", "echo-plugin"] {
+    for plugin in [
+        "poe-openai",
+        "poe-legacy",
+        "codex-cli",
+        "claude-cli",
+        "gemini-cli",
+        "echo-plugin",
+    ] {
         selections.push((
             format!("plugins install {plugin}"),
             vec![format!("-p{plugin}")],

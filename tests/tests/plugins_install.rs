@@ -129,8 +129,7 @@ fn a_plugin_dir_writable_by_others_is_refused() {
 }
 
 /// The command README gives for the bundled plugins.
-const INSTALL_BUNDLED: &str =
-    "poe-code plugins install plugins/poe-openai plugins/poe-legacy plugins/codex-cli";
+const INSTALL_BUNDLED: &str = "poe-code plugins install plugins/poe-openai plugins/poe-legacy plugins/codex-cli plugins/claude-cli plugins/gemini-cli";
 
 #[tokio::test]
 async fn without_plugins_calls_and_status_name_the_dirs_searched_and_the_install_command() {

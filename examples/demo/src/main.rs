@@ -40,8 +40,14 @@ async fn main() {
     let env = match &real_key {
         Some(key) => {
             println!("POE_API_KEY is set: talking to the real Poe API");
-            TestEnv::new(&["poe-openai", "poe-legacy", "codex-cli"])
-                .with_var("POE_API_KEY", key.clone())
+            TestEnv::new(&[
+                "poe-openai",
+                "poe-legacy",
+                "codex-cli",
+                "claude-cli",
+                "gemini-cli",
+            ])
+            .with_var("POE_API_KEY", key.clone())
         }
         None => {
             let fake = fake_poe::FakePoe::start().await;
@@ -49,10 +55,16 @@ async fn main() {
                 "no POE_API_KEY: using the local stand-in for Poe at {}",
                 fake.base_url()
             );
-            let env = TestEnv::new(&["poe-openai", "poe-legacy", "codex-cli"])
-                .with_var("POE_BASE_URL", fake.base_url())
-                .with_var("POE_API_KEY", fake_poe::FAKE_API_KEY)
-                .with_var("POE_VIDEO_POLL_MS", "50");
+            let env = TestEnv::new(&[
+                "poe-openai",
+                "poe-legacy",
+                "codex-cli",
+                "claude-cli",
+                "gemini-cli",
+            ])
+            .with_var("POE_BASE_URL", fake.base_url())
+            .with_var("POE_API_KEY", fake_poe::FAKE_API_KEY)
+            .with_var("POE_VIDEO_POLL_MS", "50");
             _fake = Some(fake);
             env
         }

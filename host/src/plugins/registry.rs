@@ -84,8 +84,7 @@ struct Metrics {
 const LATENCY_WINDOW: usize = 1000;
 
 /// The command that installs the bundled plugins, run in a poe-code checkout.
-pub const INSTALL_BUNDLED: &str =
-    "poe-code plugins install plugins/poe-openai plugins/poe-legacy plugins/codex-cli";
+pub const INSTALL_BUNDLED: &str = "poe-code plugins install plugins/poe-openai plugins/poe-legacy plugins/codex-cli plugins/claude-cli plugins/gemini-cli";
 
 /// All plugins of the daemon; swapped as a whole so readers never lock.
 pub struct Registry {

@@ -22,7 +22,7 @@
 
 use std::path::PathBuf;
 
-use poe_plugin_api::{Config, ErrorKind, Message, PluginError, Request, Role};
+use poe_plugin_api::{Config, Message, PluginError, Request};
 
 /// The sandbox modes `codex exec --sandbox` accepts.
 pub(crate) const SANDBOX_MODES: &[&str] = &["read-only", "workspace-write", "danger-full-access"];
@@ -48,9 +48,7 @@ pub(crate) struct Settings {
     pub(crate) problem: Option<String>,
 }
 
-fn config_value<'a>(config: &'a Config, key: &str) -> Option<&'a str> {
-    config.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
-}
+use cli_provider::setting as config_value;
 
 impl Settings {
     /// Reads and checks the configuration.
@@ -132,12 +130,7 @@ pub(crate) fn has_login(settings: &Settings) -> bool {
 /// The host strips `codex:` before the plugin sees the name; a caller that
 /// loads the plugin directly may not, so a leftover prefix is dropped too.
 pub(crate) fn codex_model(model: &str) -> Option<&str> {
-    let model = model.trim();
-    let model = match model.get(..6) {
-        Some(prefix) if prefix.eq_ignore_ascii_case("codex:") => &model[6..],
-        _ => model,
-    };
-    (!model.is_empty() && !model.eq_ignore_ascii_case("codex")).then_some(model)
+    cli_provider::request::model(model, &["codex"], &["codex"])
 }
 
 /// `"value"` as a TOML basic string (JSON's escaping is valid TOML for it).
@@ -189,23 +182,7 @@ pub(crate) fn args(settings: &Settings, request: &Request, images: &[PathBuf]) -
     args
 }
 
-/// The thread to resume, if any.
-pub(crate) fn continuation(request: &Request) -> Option<&str> {
-    request
-        .continuation
-        .as_deref()
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-}
-
-fn speaker(role: Role) -> &'static str {
-    match role {
-        Role::System => "System",
-        Role::User => "User",
-        Role::Assistant => "Assistant",
-        Role::Tool => "Tool result",
-    }
-}
+pub(crate) use cli_provider::continuation;
 
 /// Attachments codex cannot take as `--image` files, named in the prompt.
 fn attachment_lines(message: &Message, taken: &[usize]) -> String {
@@ -225,63 +202,19 @@ fn attachment_lines(message: &Message, taken: &[usize]) -> String {
         .collect()
 }
 
-/// The prompt for stdin. A resumed thread already holds the conversation,
-/// so it gets only the last user message; a new one gets any system text
-/// and earlier turns as context before it. `taken` lists, per message, the
-/// attachments that went in as `--image` files.
+/// The prompt for stdin ([`cli_provider::prompt::transcript`]); `taken`
+/// lists, per message, the attachments that went in as `--image` files.
 pub(crate) fn prompt(request: &Request, taken: &[Vec<usize>]) -> Result<String, PluginError> {
-    let last_user = request
-        .messages
-        .iter()
-        .rposition(|m| m.role == Role::User)
-        .ok_or_else(|| PluginError::new(ErrorKind::InvalidRequest, "no user message"))?;
     let taken_of = |i: usize| taken.get(i).map(Vec::as_slice).unwrap_or(&[]);
-    let last = &request.messages[last_user];
-    let ask = format!(
-        "{}{}",
-        last.content,
-        attachment_lines(last, taken_of(last_user))
-    );
-    if continuation(request).is_some() {
-        return Ok(ask);
-    }
-    let system: Vec<&str> = request
-        .messages
-        .iter()
-        .filter(|m| m.role == Role::System)
-        .map(|m| m.content.as_str())
-        .collect();
-    let history: Vec<String> = request.messages[..last_user]
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| m.role != Role::System)
-        .map(|(i, m)| {
-            format!(
-                "{}: {}{}",
-                speaker(m.role),
-                m.content,
-                attachment_lines(m, taken_of(i))
-            )
-        })
-        .collect();
-    let mut out = String::new();
-    if !system.is_empty() {
-        out.push_str(&system.join("\n\n"));
-        out.push_str("\n\n");
-    }
-    if !history.is_empty() {
-        out.push_str("Conversation so far:\n");
-        out.push_str(&history.join("\n"));
-        out.push_str("\n\n");
-    }
-    out.push_str(&ask);
-    Ok(out)
+    cli_provider::prompt::transcript(request, continuation(request).is_some(), |i, m| {
+        attachment_lines(m, taken_of(i))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use poe_plugin_api::{Attachment, Options};
+    use poe_plugin_api::{Attachment, Options, Role};
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
         let config: Config = pairs

@@ -64,10 +64,7 @@ pub(crate) async fn run(
     sink: &Sink,
 ) -> Result<Response, PluginError> {
     if let Some(problem) = &settings.problem {
-        return Err(PluginError::new(
-            ErrorKind::Unavailable,
-            format!("the codex-cli plugin is misconfigured: {problem}"),
-        ));
+        return Err(cli_provider::errors::misconfigured("codex-cli", problem));
     }
     let cwd = cli_provider::working_dir(&settings.cli, request, sink)?;
     // Lives until codex has exited: it holds the --image files.
@@ -92,7 +89,10 @@ pub(crate) async fn run(
         invocation,
         sink,
         request.timeout_ms,
-        |event| turn.on_event(event, sink),
+        |event| {
+            turn.on_event(event, sink);
+            std::ops::ControlFlow::Continue(())
+        },
     )
     .await?;
     drop(scratch);
