@@ -38,6 +38,7 @@
 
 mod http;
 mod in_flight;
+mod ledger;
 mod limiter;
 
 use std::time::{Duration, Instant};
@@ -97,6 +98,10 @@ async fn main() {
     // `--only in-flight`: just that section (it takes a minute on its own).
     if std::env::args().any(|a| a == "in-flight") {
         in_flight().await;
+        return;
+    }
+    if std::env::args().any(|a| a == "ledger") {
+        ledger::summaries();
         return;
     }
     if std::env::args().any(|a| a == "limiter") {
@@ -279,6 +284,7 @@ async fn main() {
 
     limiter::waits().await;
     limiter::team().await;
+    ledger::summaries();
     http::latency(&fake, arg("http-calls", 1000)).await;
     http::many_sessions(arg("http-sessions", 1000)).await;
     in_flight().await;

@@ -41,6 +41,19 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// What the calls cost: requests and tokens by day, model, client or
+    /// session, from the daemon's usage ledger.
+    Usage {
+        /// The period: a duration back from now (7d, 24h, 2w) or a UTC date.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// Group by day, model, client or session.
+        #[arg(long, default_value = "day", value_parser = ["day", "model", "client", "session"])]
+        by: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask a bot once and stream its answer to the terminal.
     Query {
         /// Poe bot or model (or any name a plugin serves, e.g. codex).
@@ -134,6 +147,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Login { api_key_stdin } => login(&paths, api_key_stdin),
         Command::Logout => logout(&paths),
+        Command::Usage { since, by, json } => super::usage::run(&paths, &since, &by, json),
         Command::Token { command } => token(&paths, command),
         Command::Query { bot, prompt } => return query(paths, bot, prompt.join(" ")),
         Command::Plugins {

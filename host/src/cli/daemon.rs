@@ -342,6 +342,13 @@ pub fn render(s: &Status) -> String {
         }
         (None, None) => {}
     }
+    if let Some(t) = &s.usage_today {
+        let _ = writeln!(
+            out,
+            "  today:      {} requests ({} failed, {} cancelled), {} tokens in, {} out (UTC day; `poe-code usage` for more)",
+            t.requests, t.errors, t.cancelled, t.prompt_tokens, t.completion_tokens
+        );
+    }
     if let Some(team) = &s.limits_backend {
         let state = match &team.error {
             None => "team-wide".to_string(),

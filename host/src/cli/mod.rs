@@ -6,6 +6,7 @@ pub mod daemon;
 mod logging;
 mod plugins;
 mod query;
+pub mod usage;
 
 use std::process::ExitCode;
 

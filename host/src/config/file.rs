@@ -128,6 +128,17 @@ pub struct ConfigFile {
     /// The HTTP listener (MCP Streamable HTTP and the OpenAI-compatible API).
     #[serde(default)]
     pub http: HttpSection,
+    /// The usage ledger.
+    #[serde(default)]
+    pub usage: UsageSection,
+}
+
+/// `[usage]`: the ledger of upstream requests (`poe-code usage`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageSection {
+    /// Days a request stays in the ledger (default 90).
+    pub keep_days: Option<u64>,
 }
 
 /// `[http]`: the daemon's HTTP listener; off unless `listen` is set.

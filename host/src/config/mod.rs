@@ -137,7 +137,12 @@ pub struct Settings {
     pub summarization: Option<String>,
     /// The most models one `consensus` may name.
     pub consensus_max_models: usize,
+    /// Days a request stays in the usage ledger.
+    pub ledger_keep_days: u64,
 }
+
+/// Days the usage ledger keeps a request unless `[usage] keep_days` says.
+pub const LEDGER_KEEP_DAYS: u64 = 90;
 
 impl Settings {
     /// Settings from `POE_CODE_SOFT_DEADLINE` (seconds, default 50),
@@ -169,6 +174,7 @@ impl Settings {
             chat: crate::chat::ChatSettings::default(),
             summarization: None,
             consensus_max_models: crate::consensus::MAX_MODELS,
+            ledger_keep_days: LEDGER_KEEP_DAYS,
         }
     }
 
@@ -183,6 +189,11 @@ impl Settings {
                 .max_models
                 .filter(|n| *n > 0)
                 .unwrap_or(crate::consensus::MAX_MODELS),
+            ledger_keep_days: file
+                .usage
+                .keep_days
+                .filter(|d| *d > 0)
+                .unwrap_or(LEDGER_KEEP_DAYS),
             ..Self::from_env()
         }
     }

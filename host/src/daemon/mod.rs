@@ -298,6 +298,7 @@ async fn prune_jobs(daemon: Arc<DaemonState>) {
         let daemon = daemon.clone();
         let _ = tokio::task::spawn_blocking(move || {
             daemon.jobs.prune();
+            daemon.jobs.prune_ledger(daemon.settings.ledger_keep_days);
             match daemon.conversations.prune() {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(conversations = n, "expired conversations deleted"),

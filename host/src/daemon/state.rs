@@ -290,6 +290,25 @@ impl DaemonState {
         !busy && quiet_for >= timeout
     }
 
+    /// The client of session `id` (its `clientInfo` name and version; for
+    /// an HTTP session without one, its token's name), for the ledger.
+    pub fn client_of(&self, id: u64) -> (Option<String>, Option<String>) {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(session) = sessions.get(&id) else {
+            return (None, None);
+        };
+        let client = session
+            .client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let name = client.name.or_else(|| match &session.peer {
+            Peer::Http { token } => token.as_ref().map(|t| format!("token:{}", t.name)),
+            Peer::Shim { .. } => None,
+        });
+        (name, client.version)
+    }
+
     /// The report `poe-coded status` prints.
     pub fn status(&self) -> Status {
         let (plugins, plugin_errors, libraries_mapped) = self.registry.status();
@@ -353,6 +372,11 @@ impl DaemonState {
             plugins_hint: plugins_empty.then(|| self.registry.none_loaded_hint()),
             plugin_dirs: self.registry.dir_status(),
             http_error: self.http_error.clone(),
+            // The newest requests (the writer's last ~20 ms) may be missing.
+            usage_today: self
+                .jobs
+                .store()
+                .and_then(|store| crate::cli::usage::today(&store)),
             http: self.http.get().map(|listening| {
                 let tokens = self
                     .token_usage

@@ -54,6 +54,9 @@ pub struct Status {
     /// port in use, a non-loopback address without consent).
     #[serde(default)]
     pub http_error: Option<String>,
+    /// Today's (UTC) upstream requests and tokens, from the usage ledger.
+    #[serde(default)]
+    pub usage_today: Option<crate::store::Totals>,
 }
 
 /// The daemon's HTTP listener.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use rmcp::model::CallToolResult;
 
-use crate::store::{JobRow, Store, now_ms};
+use crate::store::{JobRow, LedgerRow, Store, now_ms};
 pub use job::{Job, JobEvent, Snapshot, Status, Waiter};
 
 /// How long finished jobs are kept.
@@ -32,6 +32,8 @@ const RECENT_KEEP: usize = 500;
 enum Write {
     Put(Box<JobRow>),
     Delivered(String),
+    /// One upstream request for the usage ledger.
+    Ledger(Box<LedgerRow>),
     /// Answers once everything sent before it is written.
     Flush(std::sync::mpsc::Sender<()>),
 }
@@ -55,6 +57,7 @@ fn writer_loop(store: Arc<Store>, rx: std::sync::mpsc::Receiver<Write>) {
         let mut flushes = Vec::new();
         let mut rows: Vec<JobRow> = Vec::new();
         let mut delivered = Vec::new();
+        let mut ledger = Vec::new();
         for write in batch {
             match write {
                 Write::Put(row) => {
@@ -63,10 +66,11 @@ fn writer_loop(store: Arc<Store>, rx: std::sync::mpsc::Receiver<Write>) {
                     rows.push(*row);
                 }
                 Write::Delivered(id) => delivered.push(id),
+                Write::Ledger(row) => ledger.push(*row),
                 Write::Flush(ack) => flushes.push(ack),
             }
         }
-        if let Err(e) = store.write_batch(&rows, &delivered) {
+        if let Err(e) = store.write_batch(&rows, &delivered, &ledger) {
             tracing::warn!(error = %e, rows = rows.len(), "cannot persist jobs");
         }
         for ack in flushes {
@@ -165,6 +169,12 @@ impl Jobs {
         if let Some(writer) = &self.writer {
             let _ = writer.lock().unwrap_or_else(|e| e.into_inner()).send(write);
         }
+    }
+
+    /// Records one upstream request in the usage ledger (written with the
+    /// next batch; nothing when there is no store).
+    pub fn record_request(&self, row: LedgerRow) {
+        self.send(Write::Ledger(Box::new(row)));
     }
 
     /// Waits until every write sent so far is in the store.
@@ -286,6 +296,17 @@ impl Jobs {
         let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = finished.iter_mut().find(|s| s.id == id) {
             s.delivered = true;
+        }
+    }
+
+    /// Deletes usage ledger rows older than `days` days.
+    pub fn prune_ledger(&self, days: u64) {
+        if let Some(store) = &self.store {
+            match store.prune_ledger(days) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(requests = n, days, "pruned old usage ledger rows"),
+                Err(e) => tracing::warn!(error = %e, "cannot prune the usage ledger"),
+            }
         }
     }
 

@@ -208,10 +208,14 @@ pub(crate) async fn execute(
                 waited.as_secs_f64()
             ));
         }
+        let sent = Sent::now(&daemon, &job);
         let attempt = attempt(&daemon, &plugin, &limiter, &job, &request).await;
         let err = match attempt {
             Attempt::Failed(err) => err,
-            other => break other,
+            other => {
+                sent.record(&daemon, &plugin, &job, &request, &other, false);
+                break other;
+            }
         };
         let streamed = !job.snapshot().output.is_empty();
         let retryable = is_retryable(&err) && !streamed && started.elapsed() < RETRY_DEADLINE;
@@ -222,8 +226,20 @@ pub(crate) async fn execute(
         }
         let delay = match (retryable, backoff.next()) {
             (true, Some(delay)) => delay,
-            _ => break Attempt::Failed(err),
+            _ => {
+                let failed = Attempt::Failed(err);
+                sent.record(&daemon, &plugin, &job, &request, &failed, false);
+                break failed;
+            }
         };
+        sent.record(
+            &daemon,
+            &plugin,
+            &job,
+            &request,
+            &Attempt::Failed(err.clone()),
+            true,
+        );
         let delay = if err.kind == ErrorKind::RateLimited {
             Duration::ZERO // the limiter's pause is the wait
         } else {
@@ -250,6 +266,60 @@ pub(crate) async fn execute(
             drop(finish);
             fail(&daemon, &plugin, &job, other, output);
         }
+    }
+}
+
+/// When one upstream request (an attempt) began, for its ledger row.
+struct Sent {
+    at_ms: u64,
+    began: Instant,
+    /// Read when the request is sent: the session may be gone by its end.
+    client: (Option<String>, Option<String>),
+}
+
+impl Sent {
+    fn now(daemon: &DaemonState, job: &Job) -> Sent {
+        Sent {
+            at_ms: crate::store::now_ms(),
+            began: Instant::now(),
+            client: daemon.client_of(job.session_id),
+        }
+    }
+
+    /// Writes the request's row in the usage ledger: every attempt counts,
+    /// as each may have cost (a retried or cancelled one too).
+    fn record(
+        &self,
+        daemon: &DaemonState,
+        plugin: &LoadedPlugin,
+        job: &Job,
+        request: &Request,
+        outcome: &Attempt,
+        retried: bool,
+    ) {
+        let (client, client_version) = self.client.clone();
+        let (outcome, usage) = match outcome {
+            Attempt::Done(response) => ("ok".to_string(), response.usage.clone()),
+            Attempt::Failed(err) if err.kind == ErrorKind::Cancelled => ("cancelled".into(), None),
+            Attempt::Failed(err) => (format!("error:{}", err.kind.as_str()), None),
+            Attempt::Stopped(Stop::Cancelled) => ("cancelled".into(), None),
+            Attempt::Stopped(Stop::Deadline) => ("timeout".into(), None),
+        };
+        let usage = usage.unwrap_or_default();
+        daemon.jobs.record_request(crate::store::LedgerRow {
+            at_ms: self.at_ms,
+            duration_ms: self.began.elapsed().as_millis() as u64,
+            plugin: plugin.manifest.id.clone(),
+            model: request.model.clone(),
+            client,
+            client_version,
+            session_id: (job.session_id != 0).then_some(job.session_id),
+            job_id: Some(job.id.clone()),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            outcome,
+            retried,
+        });
     }
 }
 

@@ -1,6 +1,6 @@
 //! The daemon's durable state in SQLite (`$POE_CODE_HOME/state.db`, WAL):
 //! jobs with their streamed output and results, and the conversations and
-//! messages the chat tools build on.
+//! messages the chat tools build on, and the usage ledger (`ledger`).
 //!
 //! A store that is corrupt or cannot be written is reported, never replaced:
 //! the daemon then serves calls without persistence and `status` says why.
@@ -15,11 +15,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod conversations;
+mod ledger;
 
 pub use conversations::{ConversationRow, MessageRow};
+pub use ledger::{Group, GroupBy, LedgerRow, Totals};
 
 /// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -191,6 +193,8 @@ impl Store {
             .map_err(|e| fail(path, e))?;
         conn.execute_batch(SCHEMA)
             .map_err(|e| fail(path, format!("cannot write: {e}")))?;
+        conn.execute_batch(ledger::SCHEMA)
+            .map_err(|e| fail(path, format!("cannot write: {e}")))?;
         if version < 2 {
             conn.execute_batch(conversations::MIGRATE_TO_2)
                 .map_err(|e| fail(path, format!("cannot upgrade to schema 2: {e}")))?;
@@ -220,6 +224,8 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(|e| fail(&path, e))?;
         conn.execute_batch(SCHEMA).map_err(|e| fail(&path, e))?;
+        conn.execute_batch(ledger::SCHEMA)
+            .map_err(|e| fail(&path, e))?;
         conn.execute_batch(conversations::MIGRATE_TO_2)
             .map_err(|e| fail(&path, e))?;
         Ok(Self {
@@ -261,8 +267,13 @@ impl Store {
         })
     }
 
-    /// Writes job rows and delivery marks in one transaction.
-    pub fn write_batch(&self, rows: &[JobRow], delivered: &[String]) -> rusqlite::Result<()> {
+    /// Writes job rows, delivery marks and ledger rows in one transaction.
+    pub fn write_batch(
+        &self,
+        rows: &[JobRow],
+        delivered: &[String],
+        ledger: &[LedgerRow],
+    ) -> rusqlite::Result<()> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction()?;
         for job in rows {
@@ -270,6 +281,9 @@ impl Store {
         }
         for id in delivered {
             tx.execute("UPDATE jobs SET delivered = 1 WHERE id = ?1", params![id])?;
+        }
+        for row in ledger {
+            ledger::insert(&tx, row)?;
         }
         tx.commit()
     }
@@ -390,11 +404,13 @@ mod tests {
         let path = dir.path().join("state.db");
         {
             let store = Store::open(&path).unwrap();
-            store.write_batch(&[job("a", "processing")], &[]).unwrap();
+            store
+                .write_batch(&[job("a", "processing")], &[], &[])
+                .unwrap();
             let mut done = job("b", "completed");
             done.finished_ms = Some(now_ms());
             done.result = Some("{\"content\":[]}".into());
-            store.write_batch(&[done], &[]).unwrap();
+            store.write_batch(&[done], &[], &[]).unwrap();
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.fail_interrupted().unwrap(), 1);
@@ -403,7 +419,7 @@ mod tests {
         assert_eq!(a.error.as_deref(), Some("daemon restarted"));
         assert_eq!(a.output, "partial", "streamed output is kept");
         assert_eq!(store.job("b").unwrap().unwrap().status, "completed");
-        store.write_batch(&[], &["b".to_string()]).unwrap();
+        store.write_batch(&[], &["b".to_string()], &[]).unwrap();
         assert!(store.job("b").unwrap().unwrap().delivered);
     }
 
@@ -413,9 +429,9 @@ mod tests {
         let store = Store::open(&dir.path().join("state.db")).unwrap();
         let mut old = job("old", "completed");
         old.finished_ms = Some(now_ms() - 4 * 24 * 3600 * 1000);
-        store.write_batch(&[old], &[]).unwrap();
+        store.write_batch(&[old], &[], &[]).unwrap();
         store
-            .write_batch(&[job("running", "processing")], &[])
+            .write_batch(&[job("running", "processing")], &[], &[])
             .unwrap();
         assert_eq!(store.prune(Duration::from_secs(3 * 24 * 3600)).unwrap(), 1);
         assert_eq!(store.recent_jobs(10).unwrap().len(), 1);
@@ -431,7 +447,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let store = Store::open(&path).unwrap();
-        store.write_batch(&[job("a", "processing")], &[]).unwrap();
+        store
+            .write_batch(&[job("a", "processing")], &[], &[])
+            .unwrap();
         for file in [
             path.clone(),
             companion(&path, "-wal"),

@@ -1,0 +1,184 @@
+//! `poe-code usage`: what the calls of every agent cost, from the daemon's
+//! usage ledger (`state.db`), grouped by day, model, client or session.
+//!
+//! Tokens and request counts come from the ledger the daemon writes for
+//! every upstream request (retried and cancelled ones included). Poe's
+//! points are not read yet: the JSON says so (`points.available: false`).
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use serde_json::{Value, json};
+
+use crate::config::Paths;
+use crate::store::{GroupBy, Store, Totals, now_ms};
+
+/// The start of the period `since` names: a duration back from now
+/// (`7d`, `36h`, `2w`) or a UTC date (`2026-11-01`).
+pub fn since_ms(since: &str, now_ms: u64) -> anyhow::Result<u64> {
+    let since = since.trim();
+    if let Ok(date) = NaiveDate::parse_from_str(since, "%Y-%m-%d") {
+        let start = date.and_hms_opt(0, 0, 0).context("a valid date")?;
+        return Ok(Utc.from_utc_datetime(&start).timestamp_millis().max(0) as u64);
+    }
+    let (number, unit) = since.split_at(
+        since
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(since.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("--since {since:?}: expected e.g. 7d, 24h, 2w or 2026-11-01"))?;
+    let unit_ms = match unit {
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        _ => bail!("--since {since:?}: expected e.g. 7d, 24h, 2w or 2026-11-01"),
+    };
+    Ok(now_ms.saturating_sub(n.saturating_mul(unit_ms)))
+}
+
+/// Parses `--by`.
+pub fn group_by(by: &str) -> anyhow::Result<GroupBy> {
+    Ok(match by {
+        "day" => GroupBy::Day,
+        "model" => GroupBy::Model,
+        "client" => GroupBy::Client,
+        "session" => GroupBy::Session,
+        other => bail!("--by {other:?}: expected day, model, client or session"),
+    })
+}
+
+fn iso(ms: u64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms as i64)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+/// The report as JSON (what `--json` prints, and what the table shows).
+pub fn report(store: &Store, since: u64, until: u64, by: &str) -> anyhow::Result<Value> {
+    let (groups, totals) = store
+        .usage(since, until, group_by(by)?)
+        .context("cannot read the usage ledger")?;
+    Ok(json!({
+        "since": iso(since),
+        "until": iso(until),
+        "by": by,
+        "groups": groups,
+        "totals": totals,
+        "points": {
+            "available": false,
+            "reason": "this version does not read Poe's points history yet; tokens and requests are from the daemon's ledger",
+        },
+    }))
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The report as a table.
+pub fn table(report: &Value) -> String {
+    let by = report["by"].as_str().unwrap_or("day");
+    let mut rows: Vec<(String, Totals)> = Vec::new();
+    for group in report["groups"].as_array().into_iter().flatten() {
+        let totals: Totals = serde_json::from_value(group.clone()).unwrap_or_default();
+        rows.push((group["key"].as_str().unwrap_or("").to_string(), totals));
+    }
+    let totals: Totals = serde_json::from_value(report["totals"].clone()).unwrap_or_default();
+    let mut out = format!(
+        "Usage from {} to {}, by {by}\n\n",
+        report["since"].as_str().unwrap_or(""),
+        report["until"].as_str().unwrap_or("")
+    );
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .chain([by.len(), 5])
+        .max()
+        .unwrap_or(5);
+    out.push_str(&format!(
+        "{by:<width$}  {:>9}  {:>7}  {:>9}  {:>12}  {:>12}\n",
+        "requests", "errors", "cancelled", "tokens in", "tokens out"
+    ));
+    let line = |key: &str, t: &Totals| {
+        format!(
+            "{key:<width$}  {:>9}  {:>7}  {:>9}  {:>12}  {:>12}\n",
+            thousands(t.requests),
+            thousands(t.errors),
+            thousands(t.cancelled),
+            thousands(t.prompt_tokens),
+            thousands(t.completion_tokens)
+        )
+    };
+    for (key, t) in &rows {
+        out.push_str(&line(key, t));
+    }
+    out.push_str(&line("total", &totals));
+    if rows.is_empty() {
+        out.push_str("\n(no requests in this period)\n");
+    }
+    out.push_str(&format!(
+        "\nPoints: {}\n",
+        report["points"]["reason"]
+            .as_str()
+            .unwrap_or("not available")
+    ));
+    out
+}
+
+/// Runs `poe-code usage`.
+pub fn run(paths: &Paths, since: &str, by: &str, as_json: bool) -> anyhow::Result<()> {
+    let until = now_ms();
+    let since = since_ms(since, until)?;
+    group_by(by)?;
+    let file = paths.state_db();
+    if !file.exists() {
+        bail!(
+            "no usage recorded yet: {} does not exist (the daemon creates it on its first start)",
+            file.display()
+        );
+    }
+    let store = Store::open(&file)?;
+    let report = report(&store, since, until, by)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", table(&report));
+    }
+    Ok(())
+}
+
+/// Today's totals (UTC), for `poe-coded status`.
+pub fn today(store: &Store) -> Option<Totals> {
+    let now = now_ms();
+    let start = now - now % 86_400_000;
+    store
+        .usage(start, now + 1, GroupBy::Day)
+        .ok()
+        .map(|(_, totals)| totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_parse() {
+        let now = 100 * 86_400_000;
+        assert_eq!(since_ms("7d", now).unwrap(), 93 * 86_400_000);
+        assert_eq!(since_ms("24h", now).unwrap(), 99 * 86_400_000);
+        assert_eq!(since_ms("1970-01-03", now).unwrap(), 2 * 86_400_000);
+        assert!(since_ms("seven days", now).is_err());
+        assert!(since_ms("7y", now).is_err());
+        assert!(group_by("week").is_err());
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+}

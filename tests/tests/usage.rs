@@ -1,0 +1,128 @@
+//! The usage ledger end to end: two MCP clients call through real shims,
+//! the daemon and the real poe-openai plugin (against the local stand-in for
+//! Poe), one call is retried until it fails and one is cancelled, and
+//! `poe-code usage` (table and `--json`) and `poe-coded status` report each
+//! upstream request by client, model and day with the tokens the stand-in
+//! counted.
+
+use std::time::Duration;
+
+use fake_poe::FakePoe;
+use serde_json::{Value, json};
+use testkit::client::result_text;
+use testkit::{McpClient, TestEnv};
+
+async fn client(env: &TestEnv, name: &str) -> McpClient {
+    let mut shim = env.shim().await;
+    shim.initialize(name).await;
+    shim
+}
+
+fn usage(env: &TestEnv, args: &[&str]) -> Value {
+    let mut all = vec!["usage", "--json"];
+    all.extend_from_slice(args);
+    let out = env.run_ok("poe-code", &all);
+    serde_json::from_slice(&out.stdout).expect("usage --json is JSON")
+}
+
+fn group<'a>(report: &'a Value, key: &str) -> &'a Value {
+    report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == key)
+        .unwrap_or_else(|| panic!("no group {key} in {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_upstream_request_is_in_the_ledger_by_client_model_and_day() {
+    let fake = FakePoe::start().await;
+    let env = TestEnv::new(&["poe-openai"])
+        .with_var("POE_BASE_URL", fake.base_url())
+        .with_var("POE_API_KEY", fake_poe::FAKE_API_KEY);
+    let mut claude = client(&env, "claude-code").await;
+    let mut codex = client(&env, "codex").await;
+
+    let a = claude.ask("GPT-5", "first question").await;
+    let b = claude.ask("GPT-5", "second question").await;
+    let c = codex.ask("Claude-Sonnet-4.5", "third question").await;
+    for answer in [&a, &b, &c] {
+        assert!(!result_text(answer).is_empty(), "{answer}");
+    }
+    // A 500 is retried (each attempt may cost, so each is a row) and fails.
+    let failed = codex.ask("fake-500", "this one breaks").await;
+    assert_eq!(failed["result"]["isError"], true, "{failed}");
+    // A cancelled call is a row too.
+    let id = codex
+        .send_request(
+            "tools/call",
+            json!({"name": "get_bot_response", "arguments": {"bot_name": "fake-slow", "message": "never mind"}}),
+        )
+        .await;
+    env.wait_status(Duration::from_secs(10), |s| s["calls_in_flight"] == 1);
+    codex
+        .send(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": id}}))
+        .await;
+    env.wait_status(Duration::from_secs(10), |s| s["calls_in_flight"] == 0);
+
+    // The tokens the stand-in reported for the three answers.
+    let tokens = |answer: &Value| {
+        let usage = &answer["result"]["_meta"]["poe-code/usage"];
+        (
+            usage["prompt_tokens"].as_u64().unwrap(),
+            usage["completion_tokens"].as_u64().unwrap(),
+        )
+    };
+    let (claude_in, claude_out) = (tokens(&a).0 + tokens(&b).0, tokens(&a).1 + tokens(&b).1);
+
+    // The ledger is written in batches; wait for the last row.
+    let report = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let report = usage(&env, &["--by", "client"]);
+            if report["totals"]["cancelled"] == 1 || std::time::Instant::now() > deadline {
+                break report;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let by_claude = group(&report, "claude-code");
+    assert_eq!(by_claude["requests"], 2, "{report}");
+    assert_eq!(by_claude["prompt_tokens"], claude_in, "{report}");
+    assert_eq!(by_claude["completion_tokens"], claude_out, "{report}");
+    let by_codex = group(&report, "codex");
+    // One answer, five attempts at fake-500 (the first and four retries),
+    // one cancelled call.
+    assert_eq!(by_codex["requests"], 7, "{report}");
+    assert_eq!(by_codex["errors"], 5, "{report}");
+    assert_eq!(by_codex["retried"], 4, "{report}");
+    assert_eq!(by_codex["cancelled"], 1, "{report}");
+    assert_eq!(report["totals"]["requests"], 9, "{report}");
+    assert_eq!(report["points"]["available"], false);
+
+    let by_model = usage(&env, &["--by", "model"]);
+    assert_eq!(group(&by_model, "GPT-5")["requests"], 2, "{by_model}");
+    assert_eq!(group(&by_model, "fake-500")["requests"], 5, "{by_model}");
+    let by_day = usage(&env, &["--by", "day", "--since", "1d"]);
+    assert_eq!(by_day["groups"].as_array().unwrap().len(), 1, "{by_day}");
+
+    // The table, as a person reads it.
+    let table =
+        String::from_utf8(env.run_ok("poe-code", &["usage", "--by", "client"]).stdout).unwrap();
+    assert!(table.contains("claude-code"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("total") && l.contains(" 9 ")),
+        "{table}"
+    );
+    // Bad input is refused with the reason.
+    let bad = env.run("poe-code", &["usage", "--since", "a week"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected e.g. 7d"));
+
+    let status = env.status().expect("daemon");
+    assert_eq!(status["usage_today"]["requests"], 9, "{status}");
+    let human = String::from_utf8(env.run_ok("poe-coded", &["status"]).stdout).unwrap();
+    assert!(human.contains("today:      9 requests"), "{human}");
+}
