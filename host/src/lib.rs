@@ -25,6 +25,7 @@ pub mod plugins;
 pub mod shim;
 pub mod store;
 pub mod summaries;
+pub mod usage;
 
 /// Version of this build, reported by `status` and in `initialize`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -3,7 +3,9 @@
 //! Poe), one call is retried until it fails and one is cancelled, and
 //! `poe-code usage` (table and `--json`) and `poe-coded status` report each
 //! upstream request by client, model and day with the tokens the stand-in
-//! counted.
+//! counted and the points of the stand-in's points history, matched to the
+//! right requests despite its clock running ahead; a usage API that refuses
+//! the key or sends a corrupt page leaves the ledger as it was and says why.
 
 use std::time::Duration;
 
@@ -11,6 +13,8 @@ use fake_poe::FakePoe;
 use serde_json::{Value, json};
 use testkit::client::result_text;
 use testkit::{McpClient, TestEnv};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
 
 async fn client(env: &TestEnv, name: &str) -> McpClient {
     let mut shim = env.shim().await;
@@ -75,6 +79,47 @@ async fn every_upstream_request_is_in_the_ledger_by_client_model_and_day() {
     };
     let (claude_in, claude_out) = (tokens(&a).0 + tokens(&b).0, tokens(&a).1 + tokens(&b).1);
 
+    // The usage API first refuses the key, then sends a corrupt page: each
+    // time the report says why and no points are stored.
+    Mock::given(method("GET"))
+        .and(path("/usage/points_history"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": {"message": "no"}})))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(fake.server())
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/usage/points_history"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"data": [{"bot_name": "GPT-5"}]})),
+        )
+        .up_to_n_times(1)
+        .with_priority(2)
+        .mount(fake.server())
+        .await;
+    env.wait_status(Duration::from_secs(10), |s| {
+        s["usage_today"]["requests"] == 9
+    });
+    let refused = usage(&env, &[]);
+    assert_eq!(refused["points"]["available"], false, "{refused}");
+    assert!(
+        refused["points"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("refused the API key"),
+        "{refused}"
+    );
+    assert_eq!(refused["balance"]["available"], true, "{refused}");
+    let corrupt = usage(&env, &[]);
+    assert!(
+        corrupt["points"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("corrupt points history page was refused"),
+        "{corrupt}"
+    );
+    assert_eq!(corrupt["totals"]["priced"], 0, "{corrupt}");
+
     // The ledger is written in batches; wait for the last row.
     let report = {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -98,7 +143,37 @@ async fn every_upstream_request_is_in_the_ledger_by_client_model_and_day() {
     assert_eq!(by_codex["retried"], 4, "{report}");
     assert_eq!(by_codex["cancelled"], 1, "{report}");
     assert_eq!(report["totals"]["requests"], 9, "{report}");
-    assert_eq!(report["points"]["available"], false);
+
+    // Points: the stand-in charged each answered call (and the cancelled
+    // one, which it had started); the 500s cost nothing.
+    assert_eq!(report["points"]["available"], true, "{report}");
+    let history = fake.points_history();
+    assert_eq!(history.len(), 4, "{history:?}");
+    let cost = |bots: &[&str]| -> i64 {
+        history
+            .iter()
+            .filter(|e| bots.contains(&e.bot_name.as_str()))
+            .map(|e| e.cost_points)
+            .sum()
+    };
+    assert_eq!(by_claude["points"], cost(&["GPT-5"]), "{report}");
+    assert_eq!(by_claude["priced"], 2, "{report}");
+    assert_eq!(
+        by_codex["points"],
+        cost(&["Claude-Sonnet-4.5", "fake-slow"]),
+        "{report}"
+    );
+    assert_eq!(by_codex["priced"], 2, "{report}");
+    let spent: i64 = history.iter().map(|e| e.cost_points).sum();
+    assert_eq!(
+        report["balance"]["current_point_balance"],
+        fake_poe::STARTING_BALANCE - spent,
+        "{report}"
+    );
+    // Matched once: a second run matches nothing new and changes nothing.
+    let again = usage(&env, &["--by", "client"]);
+    assert_eq!(again["points"]["matched_now"], 0, "{again}");
+    assert_eq!(again["totals"], report["totals"], "{again}");
 
     let by_model = usage(&env, &["--by", "model"]);
     assert_eq!(group(&by_model, "GPT-5")["requests"], 2, "{by_model}");
@@ -110,6 +185,8 @@ async fn every_upstream_request_is_in_the_ledger_by_client_model_and_day() {
     let table =
         String::from_utf8(env.run_ok("poe-code", &["usage", "--by", "client"]).stdout).unwrap();
     assert!(table.contains("claude-code"), "{table}");
+    assert!(table.starts_with("Poe balance: "), "{table}");
+    assert!(table.contains("4 of 9 requests have Poe points"), "{table}");
     assert!(
         table
             .lines()

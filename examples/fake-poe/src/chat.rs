@@ -35,14 +35,17 @@ pub(crate) struct ChatResponder {
     root: String,
     files: Arc<AtomicU64>,
     ids: AtomicU64,
+    /// Each answered call's points (`/usage/points_history`).
+    history: crate::usage::History,
 }
 
 impl ChatResponder {
-    pub(crate) fn new(root: String, files: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(root: String, files: Arc<AtomicU64>, history: crate::usage::History) -> Self {
         Self {
             root,
             files,
             ids: AtomicU64::new(0),
+            history,
         }
     }
 
@@ -142,6 +145,8 @@ impl Respond for ChatResponder {
             created: wire::now_secs(),
             usage: usage(&body, &answer),
         };
+        self.history
+            .charge(model, frame.usage["total_tokens"].as_i64().unwrap_or(1));
         let template = if stream {
             wire::with_rate_headers(
                 ResponseTemplate::new(200)

@@ -12,6 +12,8 @@
 //!   OpenAI Videos API jobs (queued → in_progress → completed).
 //! - `GET /files/{n}.{png,mp3,mp4}`: the media files the fake bots link to.
 //! - `GET /v1/models`: Poe's model list shape (`models.rs`).
+//! - `GET /usage/current_balance`, `GET /usage/points_history`: Poe's usage
+//!   API, one entry per answered call (`usage.rs`).
 //!
 //! - [`PacedPoe`] (`paced.rs`): a separate server whose chat answers stream
 //!   over seconds, which wiremock cannot do.
@@ -24,11 +26,13 @@ mod chat;
 mod files;
 mod models;
 mod paced;
+mod usage;
 mod video;
 mod wire;
 
 pub use models::MODELS;
 pub use paced::{PacedPoe, TAIL, TICK, paced_answer};
+pub use usage::{CLOCK_SKEW, Entry, POINTS_PER_TOKEN, STARTING_BALANCE};
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -46,6 +50,7 @@ pub const BAD_API_KEY: &str = "bad-key";
 /// A running fake Poe API on `127.0.0.1:<random port>`; it stops when dropped.
 pub struct FakePoe {
     server: MockServer,
+    history: usage::History,
 }
 
 impl FakePoe {
@@ -72,9 +77,14 @@ impl FakePoe {
         let root = server.uri();
         // Shared so every file URL handed out by any bot is unique.
         let file_counter = Arc::new(AtomicU64::new(0));
+        let history = usage::History::default();
         Mock::given(method("POST"))
             .and(path("/v1/chat/completions"))
-            .respond_with(chat::ChatResponder::new(root.clone(), file_counter))
+            .respond_with(chat::ChatResponder::new(
+                root.clone(),
+                file_counter,
+                history.clone(),
+            ))
             .named("fake-poe chat completions")
             .mount(&server)
             .await;
@@ -109,12 +119,29 @@ impl FakePoe {
             .named("fake-poe files")
             .mount(&server)
             .await;
-        FakePoe { server }
+        Mock::given(method("GET"))
+            .and(path("/usage/current_balance"))
+            .respond_with(usage::Balance(history.clone()))
+            .named("fake-poe balance")
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/usage/points_history"))
+            .respond_with(usage::PointsHistory(history.clone()))
+            .named("fake-poe points history")
+            .mount(&server)
+            .await;
+        FakePoe { server, history }
     }
 
     /// The OpenAI-compatible base URL, `http://127.0.0.1:PORT/v1`.
     pub fn base_url(&self) -> String {
         format!("{}/v1", self.server.uri())
+    }
+
+    /// The points history so far, oldest first (one entry per answered call).
+    pub fn points_history(&self) -> Vec<Entry> {
+        self.history.entries()
     }
 
     /// The underlying server, for mounting test-specific mocks

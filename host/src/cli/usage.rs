@@ -2,8 +2,10 @@
 //! usage ledger (`state.db`), grouped by day, model, client or session.
 //!
 //! Tokens and request counts come from the ledger the daemon writes for
-//! every upstream request (retried and cancelled ones included). Poe's
-//! points are not read yet: the JSON says so (`points.available: false`).
+//! every upstream request (retried and cancelled ones included). Before the
+//! report, Poe's balance and points history are read and matched to the
+//! requests of the Poe plugins ([`crate::usage`]); when that fails, the
+//! report says why and shows what the ledger has.
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
@@ -55,20 +57,43 @@ fn iso(ms: u64) -> String {
 }
 
 /// The report as JSON (what `--json` prints, and what the table shows).
-pub fn report(store: &Store, since: u64, until: u64, by: &str) -> anyhow::Result<Value> {
+pub fn report(
+    store: &Store,
+    since: u64,
+    until: u64,
+    by: &str,
+    synced: &crate::usage::Synced,
+) -> anyhow::Result<Value> {
     let (groups, totals) = store
         .usage(since, until, group_by(by)?)
         .context("cannot read the usage ledger")?;
+    let balance = match (&synced.balance, &synced.balance_error) {
+        (Some(balance), _) => {
+            let mut balance = balance.clone();
+            balance["available"] = json!(true);
+            balance
+        }
+        (None, error) => json!({
+            "available": false,
+            "reason": error.as_deref().unwrap_or("no Poe API key (poe-code login)"),
+        }),
+    };
+    let mut points = json!({
+        "available": synced.error.is_none(),
+        "matched_now": synced.matched,
+        "note": "a request's points are the Poe history entry of the same bot nearest in time; requests without one are unpriced",
+    });
+    if let Some(error) = &synced.error {
+        points["reason"] = json!(error);
+    }
     Ok(json!({
         "since": iso(since),
         "until": iso(until),
         "by": by,
+        "balance": balance,
         "groups": groups,
         "totals": totals,
-        "points": {
-            "available": false,
-            "reason": "this version does not read Poe's points history yet; tokens and requests are from the daemon's ledger",
-        },
+        "points": points,
     }))
 }
 
@@ -105,17 +130,22 @@ pub fn table(report: &Value) -> String {
         .max()
         .unwrap_or(5);
     out.push_str(&format!(
-        "{by:<width$}  {:>9}  {:>7}  {:>9}  {:>12}  {:>12}\n",
-        "requests", "errors", "cancelled", "tokens in", "tokens out"
+        "{by:<width$}  {:>9}  {:>7}  {:>9}  {:>12}  {:>12}  {:>10}\n",
+        "requests", "errors", "cancelled", "tokens in", "tokens out", "points"
     ));
     let line = |key: &str, t: &Totals| {
         format!(
-            "{key:<width$}  {:>9}  {:>7}  {:>9}  {:>12}  {:>12}\n",
+            "{key:<width$}  {:>9}  {:>7}  {:>9}  {:>12}  {:>12}  {:>10}\n",
             thousands(t.requests),
             thousands(t.errors),
             thousands(t.cancelled),
             thousands(t.prompt_tokens),
-            thousands(t.completion_tokens)
+            thousands(t.completion_tokens),
+            if t.priced == 0 {
+                "-".to_string()
+            } else {
+                t.points.to_string()
+            }
         )
     };
     for (key, t) in &rows {
@@ -126,11 +156,22 @@ pub fn table(report: &Value) -> String {
         out.push_str("\n(no requests in this period)\n");
     }
     out.push_str(&format!(
-        "\nPoints: {}\n",
-        report["points"]["reason"]
-            .as_str()
-            .unwrap_or("not available")
+        "\n{} of {} requests have Poe points (matched by bot and time).\n",
+        thousands(totals.priced),
+        thousands(totals.requests)
     ));
+    if let Some(reason) = report["points"]["reason"].as_str() {
+        out.push_str(&format!("Points could not be read now: {reason}\n"));
+    }
+    let balance = &report["balance"];
+    let head = match balance["current_point_balance"].as_i64() {
+        Some(points) => format!("Poe balance: {} points\n", thousands(points.max(0) as u64)),
+        None => format!(
+            "Poe balance: unavailable ({})\n",
+            balance["reason"].as_str().unwrap_or("unknown")
+        ),
+    };
+    out.insert_str(0, &head);
     out
 }
 
@@ -147,7 +188,24 @@ pub fn run(paths: &Paths, since: &str, by: &str, as_json: bool) -> anyhow::Resul
         );
     }
     let store = Store::open(&file)?;
-    let report = report(&store, since, until, by)?;
+    let synced = match crate::config::credentials::load(paths)? {
+        Some((key, _)) => {
+            let config =
+                crate::config::file::ConfigFile::load(&paths.config_file()).unwrap_or_default();
+            let root = crate::usage::usage_root(&crate::models::catalog::base_url(&config));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start a runtime")?;
+            runtime.block_on(crate::usage::sync(&store, &root, &key))
+        }
+        None => crate::usage::Synced {
+            balance_error: Some("no Poe API key: run `poe-code login`".into()),
+            error: Some("no Poe API key: run `poe-code login`".into()),
+            ..Default::default()
+        },
+    };
+    let report = report(&store, since, until, by, &synced)?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -22,9 +22,12 @@ CREATE TABLE IF NOT EXISTS ledger (
     prompt_tokens      INTEGER NOT NULL DEFAULT 0,
     completion_tokens  INTEGER NOT NULL DEFAULT 0,
     outcome            TEXT NOT NULL,
-    retried            INTEGER NOT NULL DEFAULT 0
+    retried            INTEGER NOT NULL DEFAULT 0,
+    points             INTEGER,
+    query_id           TEXT
 );
 CREATE INDEX IF NOT EXISTS ledger_by_time ON ledger(at_ms);
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_by_query ON ledger(query_id) WHERE query_id IS NOT NULL;
 ";
 
 /// One upstream request.
@@ -79,6 +82,10 @@ pub struct Totals {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub duration_ms: u64,
+    /// Poe points of the requests matched with Poe's history.
+    pub points: i64,
+    /// How many requests have points.
+    pub priced: u64,
 }
 
 /// One group of a summary.
@@ -95,7 +102,9 @@ const TOTALS: &str = "COUNT(*),
     COALESCE(SUM(retried), 0),
     COALESCE(SUM(prompt_tokens), 0),
     COALESCE(SUM(completion_tokens), 0),
-    COALESCE(SUM(duration_ms), 0)";
+    COALESCE(SUM(duration_ms), 0),
+    COALESCE(SUM(points), 0),
+    COUNT(points)";
 
 fn totals_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Totals> {
     let n = |i: usize| row.get::<_, i64>(first + i).map(|v| v.max(0) as u64);
@@ -107,6 +116,8 @@ fn totals_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Totals> 
         prompt_tokens: n(4)?,
         completion_tokens: n(5)?,
         duration_ms: n(6)?,
+        points: row.get::<_, i64>(first + 7)?,
+        priced: n(8)?,
     })
 }
 
@@ -163,6 +174,57 @@ impl Store {
             )?;
             Ok((groups, totals))
         })
+    }
+
+    /// Requests of `plugins` since `since_ms` that Poe may have billed (not
+    /// failed ones) and that have no points yet: (row id, start, model).
+    pub fn unpriced(
+        &self,
+        since_ms: u64,
+        plugins: &[&str],
+    ) -> rusqlite::Result<Vec<(i64, u64, String)>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, at_ms, model, plugin FROM ledger
+                 WHERE at_ms >= ?1 AND points IS NULL AND outcome NOT LIKE 'error:%'
+                 ORDER BY at_ms, id",
+            )?;
+            let rows = stmt.query_map(params![since_ms as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?.max(0) as u64,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+            Ok(rows
+                .filter_map(Result::ok)
+                .filter(|(.., plugin)| plugins.contains(&plugin.as_str()))
+                .map(|(id, at, model, _)| (id, at, model))
+                .collect())
+        })
+    }
+
+    /// The Poe query ids already matched to a request.
+    pub fn priced_queries(&self) -> rusqlite::Result<std::collections::HashSet<String>> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT query_id FROM ledger WHERE query_id IS NOT NULL")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Sets the points of matched requests: (row id, query id, points).
+    pub fn set_points(&self, matched: &[(i64, String, i64)]) -> rusqlite::Result<()> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction()?;
+        for (id, query, points) in matched {
+            tx.execute(
+                "UPDATE ledger SET points = ?2, query_id = ?3 WHERE id = ?1 AND points IS NULL",
+                params![id, points, query],
+            )?;
+        }
+        tx.commit()
     }
 
     /// Deletes ledger rows older than `days` days.
@@ -222,6 +284,8 @@ mod tests {
                 prompt_tokens: 13,
                 completion_tokens: 3,
                 duration_ms: 300,
+                points: 0,
+                priced: 0,
             }
         );
         let (by_day, _) = store.usage(0, 3 * day, GroupBy::Day).unwrap();
