@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::limits::{Limiter, WaitBound};
 use crate::store::Store;
 
 /// The plugins whose requests Poe bills to the key.
@@ -73,13 +74,20 @@ fn client() -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot build an HTTP client: {e}"))
 }
 
-/// GETs `url` and reads a JSON body of at most [`MAX_PAGE_BYTES`].
+/// GETs `url` and reads a JSON body of at most [`MAX_PAGE_BYTES`], after
+/// waiting its turn at `limiter` (the key's shared limiter, in the daemon).
 async fn get_json(
     client: &reqwest::Client,
     url: &str,
     query: &[(&str, String)],
     key: &str,
+    limiter: Option<&Limiter>,
 ) -> Result<Value, String> {
+    if let Some(limiter) = limiter
+        && limiter.acquire(WaitBound(TIMEOUT)).await.is_err()
+    {
+        return Err("the key's shared rate limit is busy with calls; points are read later".into());
+    }
     let url = reqwest::Url::parse_with_params(url, query)
         .map_err(|e| format!("bad usage API address {url}: {e}"))?;
     let response = client
@@ -169,6 +177,7 @@ async fn history(
     root: &str,
     key: &str,
     since_ms: u64,
+    limiter: Option<&Limiter>,
 ) -> Result<Vec<Entry>, String> {
     let mut all = Vec::new();
     let mut cursor: Option<String> = None;
@@ -178,7 +187,7 @@ async fn history(
             query.push(("starting_after", cursor.clone()));
         }
         let url = format!("{root}/usage/points_history");
-        let (entries, has_more) = parse_page(&get_json(client, &url, &query, key).await?)?;
+        let (entries, has_more) = parse_page(&get_json(client, &url, &query, key, limiter).await?)?;
         let done = !has_more || entries.is_empty() || entries.iter().any(|e| e.at_ms < since_ms);
         cursor = entries.last().map(|e| e.query_id.clone());
         all.extend(entries);
@@ -243,8 +252,9 @@ pub fn match_entries(
 
 /// Reads the balance and the history back to the oldest unpriced request
 /// (30 days at most, as far as Poe keeps it) and stores the points of the
-/// requests that match.
-pub async fn sync(store: &Store, root: &str, key: &str) -> Synced {
+/// requests that match. Each request to Poe waits its turn at `limiter`
+/// when given.
+pub async fn sync(store: &Store, root: &str, key: &str, limiter: Option<&Limiter>) -> Synced {
     let mut synced = Synced::default();
     let client = match client() {
         Ok(client) => client,
@@ -254,7 +264,15 @@ pub async fn sync(store: &Store, root: &str, key: &str) -> Synced {
             return synced;
         }
     };
-    match get_json(&client, &format!("{root}/usage/current_balance"), &[], key).await {
+    match get_json(
+        &client,
+        &format!("{root}/usage/current_balance"),
+        &[],
+        key,
+        limiter,
+    )
+    .await
+    {
         Ok(balance) if balance.get("current_point_balance").is_some() => {
             synced.balance = Some(balance)
         }
@@ -275,7 +293,7 @@ pub async fn sync(store: &Store, root: &str, key: &str) -> Synced {
         return synced;
     };
     let since = oldest.saturating_sub(TOLERANCE.as_millis() as u64);
-    let entries = match history(&client, root, key, since).await {
+    let entries = match history(&client, root, key, since, limiter).await {
         Ok(entries) => entries,
         Err(e) => {
             synced.error = Some(e);

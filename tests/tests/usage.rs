@@ -174,6 +174,18 @@ async fn every_upstream_request_is_in_the_ledger_by_client_model_and_day() {
     let again = usage(&env, &["--by", "client"]);
     assert_eq!(again["points"]["matched_now"], 0, "{again}");
     assert_eq!(again["totals"], report["totals"], "{again}");
+    // check_status shows a finished job's tokens and, now, its points.
+    let job = a["result"]["_meta"]["poe-code/continuation_id"]
+        .as_str()
+        .expect("job id");
+    let status = claude
+        .call_tool("check_status", json!({"continuation_id": job}))
+        .await;
+    let job_usage = &status["result"]["structuredContent"]["usage"];
+    let first_gpt5 = history.iter().find(|e| e.bot_name == "GPT-5").unwrap();
+    assert_eq!(job_usage["points"], first_gpt5.cost_points, "{status}");
+    assert_eq!(job_usage["points_priced"], 1, "{status}");
+    assert_eq!(job_usage["prompt_tokens"], tokens(&a).0, "{status}");
 
     let by_model = usage(&env, &["--by", "model"]);
     assert_eq!(group(&by_model, "GPT-5")["requests"], 2, "{by_model}");
@@ -202,4 +214,86 @@ async fn every_upstream_request_is_in_the_ledger_by_client_model_and_day() {
     assert_eq!(status["usage_today"]["requests"], 9, "{status}");
     let human = String::from_utf8(env.run_ok("poe-coded", &["status"]).stdout).unwrap();
     assert!(human.contains("today:      9 requests"), "{human}");
+}
+
+/// An env whose daemon matches points every 300 ms, with `config` written.
+async fn budget_env(config: &str) -> (FakePoe, TestEnv) {
+    let fake = FakePoe::start().await;
+    let env = TestEnv::new(&["poe-openai"])
+        .with_var("POE_BASE_URL", fake.base_url())
+        .with_var("POE_API_KEY", fake_poe::FAKE_API_KEY)
+        .with_var("POE_CODE_POINTS_SYNC_SECS", "0.3");
+    env.write_config(config);
+    (fake, env)
+}
+
+fn error_code(answer: &Value) -> Option<String> {
+    testkit::client::error_code(answer)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daily_budget_refuses_the_next_call_but_not_the_running_one() {
+    let (fake, env) = budget_env("[budget]\ndaily_points = 1\n").await;
+    let mut agent = client(&env, "claude-code").await;
+    // A call that is still running when the budget is reached.
+    let running = agent
+        .send_request(
+            "tools/call",
+            json!({"name": "get_bot_response", "arguments": {"bot_name": "fake-slow-4000", "message": "long one"}}),
+        )
+        .await;
+    let first = agent.ask("GPT-5", "a question").await;
+    assert!(!result_text(&first).is_empty(), "{first}");
+    // The daemon matches Poe's history on its own while calls are made.
+    env.wait_status(Duration::from_secs(20), |s| {
+        s["usage_today"]["points"].as_i64().unwrap_or(0) >= 1
+    });
+    let refused = agent.ask("GPT-5", "one more").await;
+    assert_eq!(
+        error_code(&refused).as_deref(),
+        Some("BUDGET_EXCEEDED"),
+        "{refused}"
+    );
+    assert!(
+        result_text(&refused).contains("daily budget of 1"),
+        "{refused}"
+    );
+    // The running call finishes with its answer.
+    let done = agent.response(&running).await;
+    assert_eq!(
+        result_text(&done),
+        "Echo from fake-slow-4000: long one",
+        "{done}"
+    );
+    // The refused call never reached Poe.
+    let asked: Vec<String> = fake
+        .chat_requests()
+        .await
+        .iter()
+        .map(|r| r["messages"].to_string())
+        .collect();
+    assert!(!asked.iter().any(|m| m.contains("one more")), "{asked:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_budget_stops_only_that_client() {
+    let (_fake, env) =
+        budget_env("[budget]\ndaily_points = 1000000\n\n[budget.clients]\nci = 1\n").await;
+    let mut ci = client(&env, "ci").await;
+    let mut dev = client(&env, "claude-code").await;
+    let first = ci.ask("GPT-5", "from ci").await;
+    assert!(!result_text(&first).is_empty(), "{first}");
+    env.wait_status(Duration::from_secs(20), |s| {
+        s["usage_today"]["points"].as_i64().unwrap_or(0) >= 1
+    });
+    let refused = ci.ask("GPT-5", "from ci again").await;
+    assert_eq!(
+        error_code(&refused).as_deref(),
+        Some("BUDGET_EXCEEDED"),
+        "{refused}"
+    );
+    assert!(result_text(&refused).contains("client ci"), "{refused}");
+    let fine = dev.ask("GPT-5", "from a developer").await;
+    assert!(!result_text(&fine).is_empty(), "{fine}");
+    assert_eq!(fine["result"]["isError"], false, "{fine}");
 }

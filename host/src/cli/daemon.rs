@@ -345,8 +345,8 @@ pub fn render(s: &Status) -> String {
     if let Some(t) = &s.usage_today {
         let _ = writeln!(
             out,
-            "  today:      {} requests ({} failed, {} cancelled), {} tokens in, {} out (UTC day; `poe-code usage` for more)",
-            t.requests, t.errors, t.cancelled, t.prompt_tokens, t.completion_tokens
+            "  today:      {} requests ({} failed, {} cancelled), {} tokens in, {} out, {} Poe points matched so far (UTC day; `poe-code usage` for more)",
+            t.requests, t.errors, t.cancelled, t.prompt_tokens, t.completion_tokens, t.points
         );
     }
     if let Some(team) = &s.limits_backend {

@@ -197,7 +197,7 @@ pub fn run(paths: &Paths, since: &str, by: &str, as_json: bool) -> anyhow::Resul
                 .enable_all()
                 .build()
                 .context("cannot start a runtime")?;
-            runtime.block_on(crate::usage::sync(&store, &root, &key))
+            runtime.block_on(crate::usage::sync(&store, &root, &key, None))
         }
         None => crate::usage::Synced {
             balance_error: Some("no Poe API key: run `poe-code login`".into()),

@@ -131,6 +131,22 @@ pub struct ConfigFile {
     /// The usage ledger.
     #[serde(default)]
     pub usage: UsageSection,
+    /// Daily budgets of Poe points.
+    #[serde(default)]
+    pub budget: BudgetSection,
+}
+
+/// `[budget]`: once the day's (UTC) matched Poe points reach a budget, new
+/// calls to the Poe plugins are refused with BUDGET_EXCEEDED; running calls
+/// finish.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSection {
+    /// Points a day for all clients together.
+    pub daily_points: Option<i64>,
+    /// Points a day per client name (`clientInfo.name`, or `token:<name>`).
+    #[serde(default)]
+    pub clients: BTreeMap<String, i64>,
 }
 
 /// `[usage]`: the ledger of upstream requests (`poe-code usage`).

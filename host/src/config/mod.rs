@@ -139,6 +139,10 @@ pub struct Settings {
     pub consensus_max_models: usize,
     /// Days a request stays in the usage ledger.
     pub ledger_keep_days: u64,
+    /// Daily budgets of Poe points (`[budget]`).
+    pub budget: file::BudgetSection,
+    /// How often a busy daemon matches Poe's points history to the ledger.
+    pub points_sync: Duration,
 }
 
 /// Days the usage ledger keeps a request unless `[usage] keep_days` says.
@@ -175,6 +179,8 @@ impl Settings {
             summarization: None,
             consensus_max_models: crate::consensus::MAX_MODELS,
             ledger_keep_days: LEDGER_KEEP_DAYS,
+            budget: file::BudgetSection::default(),
+            points_sync: secs("POE_CODE_POINTS_SYNC_SECS", 180.0),
         }
     }
 
@@ -194,6 +200,7 @@ impl Settings {
                 .keep_days
                 .filter(|d| *d > 0)
                 .unwrap_or(LEDGER_KEEP_DAYS),
+            budget: file.budget.clone(),
             ..Self::from_env()
         }
     }

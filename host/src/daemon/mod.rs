@@ -6,6 +6,7 @@
 //! lock within [`SHUTDOWN_GRACE`] (plus a store flush); a daemon started
 //! meanwhile finds the lock held and nobody serving, and waits for it.
 
+pub mod budget;
 pub mod control;
 pub mod framing;
 pub mod session;
@@ -162,6 +163,7 @@ pub async fn run(paths: Paths, options: Options) -> Result<(), StartError> {
     };
     tokio::spawn(watch_idle(daemon.clone()));
     tokio::spawn(prune_jobs(daemon.clone()));
+    tokio::spawn(budget::sync_loop(daemon.clone()));
     tokio::spawn(watch_signals(daemon.clone()));
     if let Some((listener, http)) = http {
         let daemon = daemon.clone();

@@ -33,6 +33,8 @@ pub struct DaemonState {
     pub registry: Arc<Registry>,
     pub jobs: Jobs,
     pub limits: Limits,
+    /// Daily budgets of Poe points and the day's points.
+    pub budget: super::budget::Budget,
     /// Cancelled when the daemon shuts down; sessions use child tokens.
     pub shutdown: CancellationToken,
     pub idle_timeout: Option<Duration>,
@@ -146,6 +148,7 @@ impl DaemonState {
             conversations: Conversations::new(jobs.store(), settings.chat.retention),
             consensus: Default::default(),
             summaries: crate::summaries::Summaries::new(settings.summarization.clone()),
+            budget: super::budget::Budget::new(settings.budget.clone()),
             settings,
             models,
             registry,
@@ -288,6 +291,11 @@ impl DaemonState {
             .unwrap_or_else(|e| e.into_inner())
             .elapsed();
         !busy && quiet_for >= timeout
+    }
+
+    /// Calls started since the daemon started.
+    pub fn calls_total(&self) -> u64 {
+        self.calls_total.load(Ordering::Relaxed)
     }
 
     /// The client of session `id` (its `clientInfo` name and version; for

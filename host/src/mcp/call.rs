@@ -166,6 +166,22 @@ pub(crate) async fn execute(
 ) {
     let _guard = daemon.begin_job();
     let output = request.output;
+    // A budget refuses new calls to the Poe plugins; this one sent nothing.
+    if crate::usage::POE_PLUGINS.contains(&plugin.manifest.id.as_str())
+        && let Some(why) = daemon
+            .budget
+            .refusal(daemon.client_of(job.session_id).0.as_deref())
+    {
+        tracing::info!(job = %job.id, model = %job.model, "refused: {why}");
+        drop(finish);
+        daemon.jobs.finish(
+            &job,
+            Status::Failed,
+            tool_error(Code::BudgetExceeded, &why),
+            Some(why),
+        );
+        return;
+    }
     let started = Instant::now();
     let mut backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(250))

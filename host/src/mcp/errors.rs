@@ -41,6 +41,8 @@ pub enum Code {
     InvalidTools,
     /// `tool_results` answer calls the model never made (or already answered).
     UnknownToolCall,
+    /// The day's Poe points reached a `[budget]`.
+    BudgetExceeded,
 }
 
 impl Code {
@@ -65,6 +67,7 @@ impl Code {
             Code::UnsupportedAttachment => "UNSUPPORTED_ATTACHMENT",
             Code::InvalidTools => "INVALID_TOOLS",
             Code::UnknownToolCall => "UNKNOWN_TOOL_CALL",
+            Code::BudgetExceeded => "BUDGET_EXCEEDED",
         }
     }
 }

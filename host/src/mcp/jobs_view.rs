@@ -171,6 +171,21 @@ fn job_body(
         body["next_offset"] = json!(next);
     }
     if snapshot.status.is_finished() {
+        // What its upstream requests cost: tokens, and Poe points once
+        // matched (`points_priced` of `requests` have them).
+        if let Some(usage) = daemon
+            .jobs
+            .store()
+            .and_then(|store| store.job_usage(&snapshot.id).ok().flatten())
+        {
+            body["usage"] = json!({
+                "requests": usage.requests,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "points": usage.points,
+                "points_priced": usage.priced,
+            });
+        }
         daemon.jobs.mark_delivered(&snapshot.id);
         if let Some(structured) = snapshot
             .result

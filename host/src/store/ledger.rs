@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     query_id           TEXT
 );
 CREATE INDEX IF NOT EXISTS ledger_by_time ON ledger(at_ms);
+CREATE INDEX IF NOT EXISTS ledger_by_job ON ledger(job_id);
 CREATE UNIQUE INDEX IF NOT EXISTS ledger_by_query ON ledger(query_id) WHERE query_id IS NOT NULL;
 ";
 
@@ -225,6 +226,18 @@ impl Store {
             )?;
         }
         tx.commit()
+    }
+
+    /// The totals of job `id`'s upstream requests, if it made any.
+    pub fn job_usage(&self, id: &str) -> rusqlite::Result<Option<Totals>> {
+        let totals = self.with(|c| {
+            c.query_row(
+                &format!("SELECT {TOTALS} FROM ledger WHERE job_id = ?1"),
+                params![id],
+                |row| totals_at(row, 0),
+            )
+        })?;
+        Ok((totals.requests > 0).then_some(totals))
     }
 
     /// Deletes ledger rows older than `days` days.
