@@ -297,3 +297,24 @@ async fn a_client_budget_stops_only_that_client() {
     assert!(!result_text(&fine).is_empty(), "{fine}");
     assert_eq!(fine["result"]["isError"], false, "{fine}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_json_keeps_its_shape() {
+    let fake = FakePoe::start().await;
+    let env = TestEnv::new(&["poe-openai"])
+        .with_var("POE_BASE_URL", fake.base_url())
+        .with_var("POE_API_KEY", fake_poe::FAKE_API_KEY);
+    let mut agent = client(&env, "snapshot-client").await;
+    agent.ask("GPT-5", "one two three").await;
+    agent.ask("Claude-Sonnet-4.5", "four five").await;
+    env.wait_status(Duration::from_secs(10), |s| {
+        s["usage_today"]["requests"] == 2
+    });
+    let report = usage(&env, &["--by", "model"]);
+    // Times and durations differ from run to run; everything else is fixed.
+    insta::assert_json_snapshot!(report, {
+        ".since" => "[since]",
+        ".until" => "[until]",
+        ".**.duration_ms" => "[ms]",
+    });
+}

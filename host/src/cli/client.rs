@@ -41,8 +41,8 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// What the calls cost: requests and tokens by day, model, client or
-    /// session, from the daemon's usage ledger.
+    /// What the calls cost: your Poe balance, then requests, tokens and Poe
+    /// points by day, model, client or session, from the daemon's usage ledger.
     Usage {
         /// The period: a duration back from now (7d, 24h, 2w) or a UTC date.
         #[arg(long, default_value = "7d")]

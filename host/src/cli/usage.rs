@@ -109,7 +109,59 @@ fn thousands(n: u64) -> String {
     out
 }
 
-/// The report as a table.
+/// Width of the bar chart, labels included.
+const CHART_WIDTH: u16 = 72;
+
+/// A bar per group of `rows` (by day: a day), drawn with ratatui's bar
+/// chart into a buffer: Poe points when any request has them, else tokens.
+fn chart(rows: &[(String, Totals)]) -> String {
+    use ratatui::buffer::Buffer;
+    use ratatui::layout::{Direction, Rect};
+    use ratatui::widgets::{Bar, BarChart, BarGroup, Widget};
+
+    let by_points = rows.iter().any(|(_, t)| t.priced > 0);
+    let value = |t: &Totals| {
+        if by_points {
+            t.points.max(0) as u64
+        } else {
+            t.prompt_tokens + t.completion_tokens
+        }
+    };
+    let width = rows
+        .iter()
+        .map(|(_, t)| thousands(value(t)).len())
+        .max()
+        .unwrap_or(1);
+    let bars: Vec<Bar> = rows
+        .iter()
+        .map(|(key, t)| {
+            Bar::default()
+                .label(format!("{key} {:>width$}", thousands(value(t))))
+                .value(value(t))
+                .text_value(String::new())
+        })
+        .collect();
+    let area = Rect::new(0, 0, CHART_WIDTH, rows.len() as u16);
+    let mut buffer = Buffer::empty(area);
+    BarChart::default()
+        .direction(Direction::Horizontal)
+        .bar_width(1)
+        .bar_gap(0)
+        .data(BarGroup::default().bars(&bars))
+        .render(area, &mut buffer);
+    let mut out = format!(
+        "\n{} by day:\n",
+        if by_points { "Poe points" } else { "Tokens" }
+    );
+    for y in 0..area.height {
+        let line: String = (0..area.width).map(|x| buffer[(x, y)].symbol()).collect();
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The report as a table (and by day, a bar chart).
 pub fn table(report: &Value) -> String {
     let by = report["by"].as_str().unwrap_or("day");
     let mut rows: Vec<(String, Totals)> = Vec::new();
@@ -154,6 +206,8 @@ pub fn table(report: &Value) -> String {
     out.push_str(&line("total", &totals));
     if rows.is_empty() {
         out.push_str("\n(no requests in this period)\n");
+    } else if by == "day" {
+        out.push_str(&chart(&rows));
     }
     out.push_str(&format!(
         "\n{} of {} requests have Poe points (matched by bot and time).\n",
@@ -238,5 +292,30 @@ mod tests {
         assert!(since_ms("7y", now).is_err());
         assert!(group_by("week").is_err());
         assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn the_chart_draws_a_bar_a_day_in_proportion() {
+        let day = |points: i64| Totals {
+            requests: 1,
+            points,
+            priced: 1,
+            ..Totals::default()
+        };
+        let drawn = chart(&[
+            ("2026-11-30".into(), day(1000)),
+            ("2026-12-01".into(), day(0)),
+            ("2026-12-02".into(), day(250)),
+        ]);
+        let lines: Vec<&str> = drawn.lines().collect();
+        assert_eq!(lines[1], "Poe points by day:");
+        let bar = |line: &str| line.chars().filter(|c| *c == '█').count();
+        assert!(lines[2].starts_with("2026-11-30 1,000"), "{drawn}");
+        assert_eq!(bar(lines[3]), 0, "{drawn}");
+        let (full, quarter) = (bar(lines[2]), bar(lines[4]));
+        assert!(
+            full > 40 && (quarter as f64 - full as f64 / 4.0).abs() <= 1.0,
+            "{drawn}"
+        );
     }
 }
