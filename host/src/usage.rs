@@ -55,7 +55,7 @@ pub struct Entry {
 }
 
 /// What a sync did.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Synced {
     /// `current_point_balance` and any other balance fields Poe sent.
     pub balance: Option<Value>,

@@ -174,6 +174,22 @@ async fn every_upstream_request_is_in_the_ledger_by_client_model_and_day() {
     let again = usage(&env, &["--by", "client"]);
     assert_eq!(again["points"]["matched_now"], 0, "{again}");
     assert_eq!(again["totals"], report["totals"], "{again}");
+    // With a daemon running, the daemon reads Poe (through its limiter, with
+    // its key): a `poe-code usage` that has no key of its own still gets
+    // the balance.
+    let mut keyless = env.command("poe-code");
+    keyless
+        .args(["usage", "--json"])
+        .env_remove("POE_API_KEY")
+        .env_remove("POE_BASE_URL");
+    let out = keyless.output().expect("run poe-code usage");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let via_daemon: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(via_daemon["balance"]["available"], true, "{via_daemon}");
     // check_status shows a finished job's tokens and, now, its points.
     let job = a["result"]["_meta"]["poe-code/continuation_id"]
         .as_str()

@@ -143,7 +143,11 @@ fn run(
     }
 }
 
-async fn control(paths: &Paths, request: ControlRequest) -> Result<ControlReply, ConnectError> {
+/// Sends one control request to a running daemon (none is started).
+pub(crate) async fn control(
+    paths: &Paths,
+    request: ControlRequest,
+) -> Result<ControlReply, ConnectError> {
     let hello = Hello::new(ConnectionKind::Control, None);
     let mut conn = connect(paths, &hello).await?;
     write_json(&mut conn.writer, &request)

@@ -242,18 +242,28 @@ pub fn run(paths: &Paths, since: &str, by: &str, as_json: bool) -> anyhow::Resul
         );
     }
     let store = Store::open(&file)?;
-    let synced = match crate::config::credentials::load(paths)? {
-        Some((key, _)) => {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime")?;
+    // A running daemon matches through its shared limiter, so the key's
+    // rate limit is respected; without one, this process asks Poe itself.
+    let by_daemon = runtime
+        .block_on(super::daemon::control(
+            paths,
+            crate::ipc::ControlRequest::SyncPoints,
+        ))
+        .ok()
+        .and_then(|reply| reply.points);
+    let synced = match (by_daemon, crate::config::credentials::load(paths)?) {
+        (Some(synced), _) => synced,
+        (None, Some((key, _))) => {
             let config =
                 crate::config::file::ConfigFile::load(&paths.config_file()).unwrap_or_default();
             let root = crate::usage::usage_root(&crate::models::catalog::base_url(&config));
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start a runtime")?;
             runtime.block_on(crate::usage::sync(&store, &root, &key, None))
         }
-        None => crate::usage::Synced {
+        (None, None) => crate::usage::Synced {
             balance_error: Some("no Poe API key: run `poe-code login`".into()),
             error: Some("no Poe API key: run `poe-code login`".into()),
             ..Default::default()

@@ -129,31 +129,38 @@ pub async fn sync_loop(daemon: Arc<DaemonState>) {
         if calls == seen {
             continue;
         }
-        let Some(plugin) = daemon
-            .registry
-            .plugins()
-            .iter()
-            .find(|p| p.manifest.id == "poe-openai")
-            .cloned()
-        else {
-            continue;
-        };
-        let Ok(Some((key, _))) = crate::config::credentials::load(&daemon.paths) else {
-            continue;
-        };
-        let config =
-            crate::config::file::ConfigFile::load(&daemon.paths.config_file()).unwrap_or_default();
-        let root = crate::usage::usage_root(&crate::models::catalog::base_url(&config));
-        // The calls that use the daemon's key take turns at this limiter.
-        let limiter = daemon.limits.for_plugin(&plugin, None);
-        let synced = crate::usage::sync(&store, &root, &key, Some(&limiter)).await;
-        if synced.error.is_none() {
+        if let Some(synced) = sync_now(&daemon).await
+            && synced.error.is_none()
+        {
             seen = calls;
         }
-        if synced.matched > 0 {
-            tracing::debug!(matched = synced.matched, "Poe points matched to the ledger");
-        }
-        daemon.budget.note_error(synced.error);
-        daemon.budget.refresh(&store);
     }
+}
+
+/// Matches Poe's points to the ledger now, for the daemon's key and through
+/// its shared limiter, and refreshes the budget; `None` without a store,
+/// the poe-openai plugin or a key.
+pub async fn sync_now(daemon: &DaemonState) -> Option<crate::usage::Synced> {
+    let store = daemon.jobs.store()?;
+    let plugin = daemon
+        .registry
+        .plugins()
+        .iter()
+        .find(|p| p.manifest.id == "poe-openai")
+        .cloned()?;
+    let (key, _) = crate::config::credentials::load(&daemon.paths)
+        .ok()
+        .flatten()?;
+    let config =
+        crate::config::file::ConfigFile::load(&daemon.paths.config_file()).unwrap_or_default();
+    let root = crate::usage::usage_root(&crate::models::catalog::base_url(&config));
+    // The calls that use the daemon's key take turns at this limiter.
+    let limiter = daemon.limits.for_plugin(&plugin, None);
+    let synced = crate::usage::sync(&store, &root, &key, Some(&limiter)).await;
+    if synced.matched > 0 {
+        tracing::debug!(matched = synced.matched, "Poe points matched to the ledger");
+    }
+    daemon.budget.note_error(synced.error.clone());
+    daemon.budget.refresh(&store);
+    Some(synced)
 }

@@ -1,4 +1,5 @@
-//! Control connections: one request (`status`, `stop`), one reply.
+//! Control connections: one request (`status`, `stop`, `reload`,
+//! `sync_points`), one reply.
 
 use std::sync::Arc;
 
@@ -67,6 +68,20 @@ where
                     ..ControlReply::default()
                 }
             }
+            Ok(ControlRequest::SyncPoints) => match super::budget::sync_now(&daemon).await {
+                Some(synced) => ControlReply {
+                    ok: true,
+                    points: Some(synced),
+                    ..ControlReply::default()
+                },
+                None => ControlReply {
+                    error: Some(
+                        "this daemon cannot read Poe's points (no store, no poe-openai plugin or no key)"
+                            .into(),
+                    ),
+                    ..ControlReply::default()
+                },
+            },
             Err(e) => ControlReply {
                 error: Some(format!("unknown control request: {e}")),
                 ..ControlReply::default()

@@ -110,6 +110,9 @@ pub enum ControlRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         plugin: Option<String>,
     },
+    /// Match Poe's points history to the usage ledger now (through the
+    /// key's shared limiter) and report the balance.
+    SyncPoints,
 }
 
 /// The outcome of reloading one plugin file.
@@ -132,6 +135,9 @@ pub struct ControlReply {
     pub status: Option<status::Status>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reloaded: Vec<ReloadOutcome>,
+    /// What [`ControlRequest::SyncPoints`] did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points: Option<crate::usage::Synced>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
