@@ -25,7 +25,7 @@ pub mod request;
 pub mod run;
 
 pub use request::{continuation, setting};
-pub use run::{Exit, Invocation, parse_event, run, working_dir};
+pub use run::{Exit, Invocation, note_continuation, parse_event, run, working_dir};
 
 /// One CLI, as its plugin is configured to run it.
 #[derive(Debug, Clone)]

@@ -79,6 +79,19 @@ pub fn working_dir(
     }
 }
 
+/// Logs that the CLI continued another session than the one asked for
+/// (it resolves some ids by name, or starts afresh).
+pub fn note_continuation(cli: &Cli, sink: &Sink, asked: Option<&str>, got: Option<&str>) {
+    if let (Some(asked), Some(got)) = (asked, got)
+        && asked != got
+    {
+        sink.log(
+            LogLevel::Info,
+            format!("{} continued session {got}, not {asked}", cli.name),
+        );
+    }
+}
+
 /// Parses one stdout line as a JSON object; anything else is `None`.
 pub fn parse_event(line: &[u8]) -> Option<Value> {
     match serde_json::from_slice(line) {

@@ -7,7 +7,7 @@
 use std::os::unix::process::ExitStatusExt;
 
 use cli_provider::Invocation;
-use poe_plugin_api::{LogLevel, PluginError, Request, Response, Sink};
+use poe_plugin_api::{PluginError, Request, Response, Sink};
 
 use crate::command::{self, Settings};
 use crate::errors;
@@ -40,16 +40,12 @@ pub(crate) async fn run(
     })
     .await?;
     drop(attachments);
-    if let (Some(asked), Some(got)) = (
+    cli_provider::note_continuation(
+        cli,
+        sink,
         command::continuation(request),
         session.session_id.as_deref(),
-    ) && asked != got
-    {
-        sink.log(
-            LogLevel::Info,
-            format!("the Gemini CLI continued session {got}, not {asked}"),
-        );
-    }
+    );
     finish(settings, session, exit, request)
 }
 
