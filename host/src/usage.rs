@@ -250,11 +250,25 @@ pub fn match_entries(
     matched
 }
 
+/// How far back a busy daemon's periodic match looks: Poe's entries appear
+/// within minutes, so older unpriced requests are left to `poe-code usage`
+/// (which looks back over its whole period) instead of being looked for
+/// again every few minutes.
+pub const PERIODIC_HORIZON: Duration = Duration::from_secs(2 * 3600);
+/// Poe keeps 30 days of history.
+pub const HISTORY_DAYS: u64 = 30;
+
 /// Reads the balance and the history back to the oldest unpriced request
-/// (30 days at most, as far as Poe keeps it) and stores the points of the
-/// requests that match. Each request to Poe waits its turn at `limiter`
-/// when given.
-pub async fn sync(store: &Store, root: &str, key: &str, limiter: Option<&Limiter>) -> Synced {
+/// since `since_ms` (30 days at most, as far as Poe keeps it) and stores the
+/// points of the requests that match. Each request to Poe waits its turn at
+/// `limiter` when given.
+pub async fn sync(
+    store: &Store,
+    root: &str,
+    key: &str,
+    since_ms: u64,
+    limiter: Option<&Limiter>,
+) -> Synced {
     let mut synced = Synced::default();
     let client = match client() {
         Ok(client) => client,
@@ -281,8 +295,8 @@ pub async fn sync(store: &Store, root: &str, key: &str, limiter: Option<&Limiter
         }
         Err(e) => synced.balance_error = Some(e),
     }
-    let month_ago = crate::store::now_ms().saturating_sub(30 * 86_400_000);
-    let unpriced = match store.unpriced(month_ago, POE_PLUGINS) {
+    let month_ago = crate::store::now_ms().saturating_sub(HISTORY_DAYS * 86_400_000);
+    let unpriced = match store.unpriced(since_ms.max(month_ago), POE_PLUGINS) {
         Ok(rows) => rows,
         Err(e) => {
             synced.error = Some(format!("cannot read the usage ledger: {e}"));
@@ -300,7 +314,7 @@ pub async fn sync(store: &Store, root: &str, key: &str, limiter: Option<&Limiter
             return synced;
         }
     };
-    let taken = store.priced_queries().unwrap_or_default();
+    let taken = store.priced_queries(since).unwrap_or_default();
     let matched = match_entries(&unpriced, &entries, &taken, TOLERANCE);
     match store.set_points(&matched) {
         Ok(()) => synced.matched = matched.len(),

@@ -251,7 +251,7 @@ pub fn run(paths: &Paths, since: &str, by: &str, as_json: bool) -> anyhow::Resul
     let by_daemon = runtime
         .block_on(super::daemon::control(
             paths,
-            crate::ipc::ControlRequest::SyncPoints,
+            crate::ipc::ControlRequest::SyncPoints { since_ms: since },
         ))
         .ok()
         .and_then(|reply| reply.points);
@@ -261,7 +261,7 @@ pub fn run(paths: &Paths, since: &str, by: &str, as_json: bool) -> anyhow::Resul
             let config =
                 crate::config::file::ConfigFile::load(&paths.config_file()).unwrap_or_default();
             let root = crate::usage::usage_root(&crate::models::catalog::base_url(&config));
-            runtime.block_on(crate::usage::sync(&store, &root, &key, None))
+            runtime.block_on(crate::usage::sync(&store, &root, &key, since, None))
         }
         (None, None) => crate::usage::Synced {
             balance_error: Some("no Poe API key: run `poe-code login`".into()),

@@ -129,7 +129,8 @@ pub async fn sync_loop(daemon: Arc<DaemonState>) {
         if calls == seen {
             continue;
         }
-        if let Some(synced) = sync_now(&daemon).await
+        let since = now_ms().saturating_sub(crate::usage::PERIODIC_HORIZON.as_millis() as u64);
+        if let Some(synced) = sync_now(&daemon, since).await
             && synced.error.is_none()
         {
             seen = calls;
@@ -137,10 +138,10 @@ pub async fn sync_loop(daemon: Arc<DaemonState>) {
     }
 }
 
-/// Matches Poe's points to the ledger now, for the daemon's key and through
-/// its shared limiter, and refreshes the budget; `None` without a store,
-/// the poe-openai plugin or a key.
-pub async fn sync_now(daemon: &DaemonState) -> Option<crate::usage::Synced> {
+/// Matches Poe's points to the ledger's requests since `since_ms` now, for
+/// the daemon's key and through its shared limiter, and refreshes the
+/// budget; `None` without a store, the poe-openai plugin or a key.
+pub async fn sync_now(daemon: &DaemonState, since_ms: u64) -> Option<crate::usage::Synced> {
     let store = daemon.jobs.store()?;
     let plugin = daemon
         .registry
@@ -156,7 +157,7 @@ pub async fn sync_now(daemon: &DaemonState) -> Option<crate::usage::Synced> {
     let root = crate::usage::usage_root(&crate::models::catalog::base_url(&config));
     // The calls that use the daemon's key take turns at this limiter.
     let limiter = daemon.limits.for_plugin(&plugin, None);
-    let synced = crate::usage::sync(&store, &root, &key, Some(&limiter)).await;
+    let synced = crate::usage::sync(&store, &root, &key, since_ms, Some(&limiter)).await;
     if synced.matched > 0 {
         tracing::debug!(matched = synced.matched, "Poe points matched to the ledger");
     }

@@ -68,7 +68,11 @@ where
                     ..ControlReply::default()
                 }
             }
-            Ok(ControlRequest::SyncPoints) => match super::budget::sync_now(&daemon).await {
+            Ok(ControlRequest::SyncPoints { since_ms }) => match super::budget::sync_now(
+                &daemon, since_ms,
+            )
+            .await
+            {
                 Some(synced) => ControlReply {
                     ok: true,
                     points: Some(synced),

@@ -111,8 +111,12 @@ pub enum ControlRequest {
         plugin: Option<String>,
     },
     /// Match Poe's points history to the usage ledger now (through the
-    /// key's shared limiter) and report the balance.
-    SyncPoints,
+    /// key's shared limiter), for requests since `since_ms`, and report the
+    /// balance.
+    SyncPoints {
+        #[serde(default)]
+        since_ms: u64,
+    },
 }
 
 /// The outcome of reloading one plugin file.

@@ -206,11 +206,16 @@ impl Store {
         })
     }
 
-    /// The Poe query ids already matched to a request.
-    pub fn priced_queries(&self) -> rusqlite::Result<std::collections::HashSet<String>> {
+    /// The Poe query ids already matched to a request since `since_ms`.
+    pub fn priced_queries(
+        &self,
+        since_ms: u64,
+    ) -> rusqlite::Result<std::collections::HashSet<String>> {
         self.with(|c| {
-            let mut stmt = c.prepare("SELECT query_id FROM ledger WHERE query_id IS NOT NULL")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut stmt = c.prepare(
+                "SELECT query_id FROM ledger WHERE query_id IS NOT NULL AND at_ms >= ?1",
+            )?;
+            let rows = stmt.query_map(params![since_ms as i64], |r| r.get::<_, String>(0))?;
             rows.collect()
         })
     }
