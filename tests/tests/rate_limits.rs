@@ -182,10 +182,17 @@ async fn a_429_pauses_the_key_for_every_session_until_its_reset() {
     let first = a
         .send_request("tools/call", json!({"name": "get_bot_response", "arguments": {"bot_name": "test-bot", "message": "from a"}}))
         .await;
-    // Wait until the upstream has said 429, then let B try.
+    // Wait until the daemon has taken in the 429 (the key's limiter is
+    // paused), then let B try. Waiting only for the 429 to leave the
+    // upstream raced B against the answer's way back to the limiter.
     while upstream.arrivals.lock().unwrap().is_empty() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    env.wait_status(Duration::from_secs(10), |s| {
+        s["limiters"]
+            .as_array()
+            .is_some_and(|ls| ls.iter().any(|l| l["paused_for_ms"].as_u64().is_some()))
+    });
     let answer_b = b.ask("test-bot", "from b").await;
     let answer_a = a.response(&first).await;
     assert_eq!(result_text(&answer_a), "echo from a");
