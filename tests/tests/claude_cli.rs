@@ -70,9 +70,7 @@ async fn setup_with(
     for (key, value) in vars {
         env = env.with_var(key, value.clone());
     }
-    let mut command = tokio::process::Command::from(env.command("poe-code"));
-    command.args(["mcp", "run"]).current_dir(&work);
-    let mut shim = McpClient::spawn(command).await;
+    let mut shim = env.shim_in(&work).await;
     shim.initialize("claude-cli-e2e").await;
     Setup {
         env,

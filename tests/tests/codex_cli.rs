@@ -35,9 +35,7 @@ async fn setup(bin: &Path) -> Setup {
         .with_var("CODEX_BIN", bin.display().to_string())
         .with_var("FAKE_CODEX_LOG", log.display().to_string())
         .with_var("CODEX_PASS_ENV", "FAKE_CODEX_LOG");
-    let mut command = tokio::process::Command::from(env.command("poe-code"));
-    command.args(["mcp", "run"]).current_dir(&work);
-    let mut shim = McpClient::spawn(command).await;
+    let mut shim = env.shim_in(&work).await;
     shim.initialize("codex-cli-e2e").await;
     Setup {
         env,

@@ -9,10 +9,10 @@
 //! direction: Codex as our MCP client.
 
 use serde_json::Value;
+use testkit::TestEnv;
 use testkit::client::result_text;
 use testkit::external::{Tool, require};
 use testkit::responses::{FakeResponses, Turn, user_texts};
-use testkit::{McpClient, TestEnv};
 
 /// Echoes the model and the user's last text, so the test sees both arrived.
 fn echo(body: &Value) -> Turn {
@@ -40,9 +40,7 @@ async fn real_codex_answers_offline_through_the_daemon() {
     let env = TestEnv::new(&["codex-cli"])
         .with_var("CODEX_BIN", codex.display().to_string())
         .with_var("CODEX_HOME", home.display().to_string());
-    let mut command = tokio::process::Command::from(env.command("poe-code"));
-    command.args(["mcp", "run"]).current_dir(&work);
-    let mut shim = McpClient::spawn(command).await;
+    let mut shim = env.shim_in(&work).await;
     shim.initialize("real-codex-e2e").await;
 
     let answer = shim.ask("codex", "Say hello to the offline test").await;

@@ -49,9 +49,7 @@ async fn setup(bin: &Path, key: Option<&str>) -> Setup {
         Some(key) => env.with_var("GEMINI_API_KEY", key),
         None => env.without_var("GEMINI_API_KEY"),
     };
-    let mut command = tokio::process::Command::from(env.command("poe-code"));
-    command.args(["mcp", "run"]).current_dir(&work);
-    let mut shim = McpClient::spawn(command).await;
+    let mut shim = env.shim_in(&work).await;
     shim.initialize("gemini-cli-e2e").await;
     Setup {
         env,
