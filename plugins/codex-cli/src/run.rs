@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use cli_provider::Invocation;
-use poe_plugin_api::{ErrorKind, LogLevel, PluginError, Request, Response, Role, Sink};
+use poe_plugin_api::{ErrorKind, PluginError, Request, Response, Role, Sink};
 
 use crate::command::{self, Settings};
 use crate::errors;
@@ -96,16 +96,14 @@ pub(crate) async fn run(
     )
     .await?;
     drop(scratch);
-    if let (Some(asked), Some(got)) = (command::continuation(request), turn.thread_id.as_deref())
-        && asked != got
-    {
-        // Codex resolves a non-UUID id as a thread name and starts a fresh
-        // thread when none matches.
-        sink.log(
-            LogLevel::Info,
-            format!("codex continued thread {got}, not {asked} (resolved by name or new)"),
-        );
-    }
+    // Codex resolves a non-UUID id as a thread name and starts a fresh
+    // thread when none matches.
+    cli_provider::note_continuation(
+        &settings.cli,
+        sink,
+        command::continuation(request),
+        turn.thread_id.as_deref(),
+    );
     finish(settings, turn, exit.status, &exit.stderr, request)
 }
 
