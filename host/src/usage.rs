@@ -43,6 +43,13 @@ pub fn usage_root(poe_base_url: &str) -> String {
     base.strip_suffix("/v1").unwrap_or(base).to_string()
 }
 
+/// The usage API's root for the Poe base URL poe-openai uses
+/// (`POE_BASE_URL`, then config.toml's, then Poe's).
+pub fn usage_root_of(paths: &crate::config::Paths) -> String {
+    let config = crate::config::file::ConfigFile::load(&paths.config_file()).unwrap_or_default();
+    usage_root(&crate::models::catalog::base_url(&config))
+}
+
 /// One entry of the points history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -295,7 +302,7 @@ pub async fn sync(
         }
         Err(e) => synced.balance_error = Some(e),
     }
-    let month_ago = crate::store::now_ms().saturating_sub(HISTORY_DAYS * 86_400_000);
+    let month_ago = crate::store::now_ms().saturating_sub(HISTORY_DAYS * crate::store::DAY_MS);
     let unpriced = match store.unpriced(since_ms.max(month_ago), POE_PLUGINS) {
         Ok(rows) => rows,
         Err(e) => {

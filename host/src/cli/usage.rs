@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde_json::{Value, json};
 
 use crate::config::Paths;
-use crate::store::{GroupBy, Store, Totals, now_ms};
+use crate::store::{DAY_MS, GroupBy, Store, Totals, now_ms};
 
 /// The start of the period `since` names: a duration back from now
 /// (`7d`, `36h`, `2w`) or a UTC date (`2026-11-01`).
@@ -32,8 +32,8 @@ pub fn since_ms(since: &str, now_ms: u64) -> anyhow::Result<u64> {
         .with_context(|| format!("--since {since:?}: expected e.g. 7d, 24h, 2w or 2026-11-01"))?;
     let unit_ms = match unit {
         "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 7 * 86_400_000,
+        "d" => DAY_MS,
+        "w" => 7 * DAY_MS,
         _ => bail!("--since {since:?}: expected e.g. 7d, 24h, 2w or 2026-11-01"),
     };
     Ok(now_ms.saturating_sub(n.saturating_mul(unit_ms)))
@@ -258,9 +258,7 @@ pub fn run(paths: &Paths, since: &str, by: &str, as_json: bool) -> anyhow::Resul
     let synced = match (by_daemon, crate::config::credentials::load(paths)?) {
         (Some(synced), _) => synced,
         (None, Some((key, _))) => {
-            let config =
-                crate::config::file::ConfigFile::load(&paths.config_file()).unwrap_or_default();
-            let root = crate::usage::usage_root(&crate::models::catalog::base_url(&config));
+            let root = crate::usage::usage_root_of(paths);
             runtime.block_on(crate::usage::sync(&store, &root, &key, since, None))
         }
         (None, None) => crate::usage::Synced {
@@ -276,16 +274,6 @@ pub fn run(paths: &Paths, since: &str, by: &str, as_json: bool) -> anyhow::Resul
         print!("{}", table(&report));
     }
     Ok(())
-}
-
-/// Today's totals (UTC), for `poe-coded status`.
-pub fn today(store: &Store) -> Option<Totals> {
-    let now = now_ms();
-    let start = now - now % 86_400_000;
-    store
-        .usage(start, now + 1, GroupBy::Day)
-        .ok()
-        .map(|(_, totals)| totals)
 }
 
 #[cfg(test)]

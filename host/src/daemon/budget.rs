@@ -13,11 +13,9 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use crate::config::file::BudgetSection;
-use crate::store::{GroupBy, Store, now_ms};
+use crate::store::{DAY_MS, GroupBy, Store, now_ms};
 
 use super::state::DaemonState;
-
-const DAY_MS: u64 = 86_400_000;
 
 /// The day's matched points.
 #[derive(Debug, Default)]
@@ -45,19 +43,12 @@ impl Budget {
         }
     }
 
-    /// Whether any budget is set.
-    pub fn is_set(&self) -> bool {
-        self.limits.daily_points.is_some() || !self.limits.clients.is_empty()
-    }
-
     /// Recomputes the day's points from the ledger.
     pub fn refresh(&self, store: &Store) {
-        let now = now_ms();
-        let start = now - now % DAY_MS;
-        match store.usage(start, now + 1, GroupBy::Client) {
+        match store.usage_today(GroupBy::Client) {
             Ok((groups, totals)) => {
                 *self.today.lock().unwrap_or_else(|e| e.into_inner()) = Today {
-                    day: now / DAY_MS,
+                    day: now_ms() / DAY_MS,
                     total: totals.points,
                     by_client: groups
                         .into_iter()
@@ -152,9 +143,7 @@ pub async fn sync_now(daemon: &DaemonState, since_ms: u64) -> Option<crate::usag
     let (key, _) = crate::config::credentials::load(&daemon.paths)
         .ok()
         .flatten()?;
-    let config =
-        crate::config::file::ConfigFile::load(&daemon.paths.config_file()).unwrap_or_default();
-    let root = crate::usage::usage_root(&crate::models::catalog::base_url(&config));
+    let root = crate::usage::usage_root_of(&daemon.paths);
     // The calls that use the daemon's key take turns at this limiter.
     let limiter = daemon.limits.for_plugin(&plugin, None);
     let synced = crate::usage::sync(&store, &root, &key, since_ms, Some(&limiter)).await;

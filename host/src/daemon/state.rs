@@ -381,10 +381,12 @@ impl DaemonState {
             plugin_dirs: self.registry.dir_status(),
             http_error: self.http_error.clone(),
             // The newest requests (the writer's last ~20 ms) may be missing.
-            usage_today: self
-                .jobs
-                .store()
-                .and_then(|store| crate::cli::usage::today(&store)),
+            usage_today: self.jobs.store().and_then(|store| {
+                store
+                    .usage_today(crate::store::GroupBy::Day)
+                    .ok()
+                    .map(|(_, totals)| totals)
+            }),
             http: self.http.get().map(|listening| {
                 let tokens = self
                     .token_usage

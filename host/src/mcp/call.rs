@@ -229,7 +229,14 @@ pub(crate) async fn execute(
         let err = match attempt {
             Attempt::Failed(err) => err,
             other => {
-                sent.record(&daemon, &plugin, &job, &request, &other, false);
+                sent.record(
+                    &daemon,
+                    &plugin,
+                    &job,
+                    &request,
+                    other.ledger_outcome(),
+                    false,
+                );
                 break other;
             }
         };
@@ -243,19 +250,11 @@ pub(crate) async fn execute(
         let delay = match (retryable, backoff.next()) {
             (true, Some(delay)) => delay,
             _ => {
-                let failed = Attempt::Failed(err);
-                sent.record(&daemon, &plugin, &job, &request, &failed, false);
-                break failed;
+                sent.record(&daemon, &plugin, &job, &request, error_outcome(&err), false);
+                break Attempt::Failed(err);
             }
         };
-        sent.record(
-            &daemon,
-            &plugin,
-            &job,
-            &request,
-            &Attempt::Failed(err.clone()),
-            true,
-        );
+        sent.record(&daemon, &plugin, &job, &request, error_outcome(&err), true);
         let delay = if err.kind == ErrorKind::RateLimited {
             Duration::ZERO // the limiter's pause is the wait
         } else {
@@ -285,6 +284,27 @@ pub(crate) async fn execute(
     }
 }
 
+impl Attempt {
+    /// How it ended, as the usage ledger says it, with the tokens it used.
+    fn ledger_outcome(&self) -> (String, Option<poe_plugin_api::Usage>) {
+        match self {
+            Attempt::Done(response) => ("ok".into(), response.usage.clone()),
+            Attempt::Failed(err) => error_outcome(err),
+            Attempt::Stopped(Stop::Cancelled) => ("cancelled".into(), None),
+            Attempt::Stopped(Stop::Deadline) => ("timeout".into(), None),
+        }
+    }
+}
+
+/// A failed request as the usage ledger says it (`error:<kind>`).
+fn error_outcome(err: &PluginError) -> (String, Option<poe_plugin_api::Usage>) {
+    let outcome = match err.kind {
+        ErrorKind::Cancelled => "cancelled".to_string(),
+        kind => format!("error:{}", kind.as_str()),
+    };
+    (outcome, None)
+}
+
 /// When one upstream request (an attempt) began, for its ledger row.
 struct Sent {
     at_ms: u64,
@@ -310,17 +330,10 @@ impl Sent {
         plugin: &LoadedPlugin,
         job: &Job,
         request: &Request,
-        outcome: &Attempt,
+        (outcome, usage): (String, Option<poe_plugin_api::Usage>),
         retried: bool,
     ) {
         let (client, client_version) = self.client.clone();
-        let (outcome, usage) = match outcome {
-            Attempt::Done(response) => ("ok".to_string(), response.usage.clone()),
-            Attempt::Failed(err) if err.kind == ErrorKind::Cancelled => ("cancelled".into(), None),
-            Attempt::Failed(err) => (format!("error:{}", err.kind.as_str()), None),
-            Attempt::Stopped(Stop::Cancelled) => ("cancelled".into(), None),
-            Attempt::Stopped(Stop::Deadline) => ("timeout".into(), None),
-        };
         let usage = usage.unwrap_or_default();
         daemon.jobs.record_request(crate::store::LedgerRow {
             at_ms: self.at_ms,

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Store, now_ms};
 
+/// Milliseconds in a day; the ledger's days are UTC days.
+pub const DAY_MS: u64 = 86_400_000;
+
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ledger (
     id                 INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -177,6 +180,12 @@ impl Store {
         })
     }
 
+    /// Today's (UTC) requests grouped by `by`, and their totals.
+    pub fn usage_today(&self, by: GroupBy) -> rusqlite::Result<(Vec<Group>, Totals)> {
+        let now = now_ms();
+        self.usage(now - now % DAY_MS, now + 1, by)
+    }
+
     /// Requests of `plugins` since `since_ms` that Poe may have billed (not
     /// failed ones) and that have no points yet: (row id, start, model).
     pub fn unpriced(
@@ -247,7 +256,7 @@ impl Store {
 
     /// Deletes ledger rows older than `days` days.
     pub fn prune_ledger(&self, days: u64) -> rusqlite::Result<usize> {
-        let cutoff = now_ms().saturating_sub(days.saturating_mul(86_400_000)) as i64;
+        let cutoff = now_ms().saturating_sub(days.saturating_mul(DAY_MS)) as i64;
         self.with(|c| c.execute("DELETE FROM ledger WHERE at_ms < ?1", params![cutoff]))
     }
 }

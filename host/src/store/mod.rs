@@ -18,7 +18,7 @@ mod conversations;
 mod ledger;
 
 pub use conversations::{ConversationRow, MessageRow};
-pub use ledger::{Group, GroupBy, LedgerRow, Totals};
+pub use ledger::{DAY_MS, Group, GroupBy, LedgerRow, Totals};
 
 /// Schema version stored in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 3;
