@@ -31,29 +31,19 @@ impl FakeMessages {
     /// Starts the fake; `tool` is the full tool name the script calls
     /// (`mcp__<server>__<tool>`).
     pub async fn start(tool: &str) -> FakeMessages {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/v1/messages/count_tokens"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"input_tokens": 42})))
-            .mount(&server)
-            .await;
-        Mock::given(method("POST"))
-            .and(path("/v1/messages"))
-            .respond_with(Script {
-                tool: tool.to_string(),
-            })
-            .mount(&server)
-            .await;
-        // Claude Code checks that the base URL answers before it starts.
-        Mock::given(method("HEAD"))
-            .respond_with(ResponseTemplate::new(200))
-            .mount(&server)
-            .await;
-        FakeMessages { server }
+        Self::serve(Script {
+            tool: tool.to_string(),
+        })
+        .await
     }
 
     /// The echoing model (see the module docs).
     pub async fn echo() -> FakeMessages {
+        Self::serve(Echo).await
+    }
+
+    /// A fake whose `POST /v1/messages` is answered by `model`.
+    async fn serve(model: impl Respond + 'static) -> FakeMessages {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
             .and(path("/v1/messages/count_tokens"))
@@ -62,9 +52,10 @@ impl FakeMessages {
             .await;
         Mock::given(method("POST"))
             .and(path("/v1/messages"))
-            .respond_with(Echo)
+            .respond_with(model)
             .mount(&server)
             .await;
+        // Claude Code checks that the base URL answers before it starts.
         Mock::given(method("HEAD"))
             .respond_with(ResponseTemplate::new(200))
             .mount(&server)
