@@ -27,6 +27,15 @@ pub fn misconfigured(plugin: &str, problem: &str) -> PluginError {
     )
 }
 
+/// How a CLI process ended, for messages: `exit status 1`, `signal 9`.
+pub fn how_it_exited(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        (None, None) => "an unknown status".to_string(),
+    }
+}
+
 /// Spawning the CLI failed: not installed, not executable, or otherwise.
 pub fn spawn_failed(cli: &Cli, error: &io::Error) -> PluginError {
     let Cli {

@@ -117,11 +117,7 @@ pub(crate) fn exited(
     stderr: &[String],
     started: bool,
 ) -> PluginError {
-    let how = match (code, signal) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(signal)) => format!("signal {signal}"),
-        (None, None) => "an unknown status".to_string(),
-    };
+    let how = cli_provider::errors::how_it_exited(code, signal);
     let start = stderr.len().saturating_sub(3);
     let said = snippet(&stderr[start..].join(" "), MAX_MESSAGE);
     if let Some(login) = login_problem(cli, &said) {

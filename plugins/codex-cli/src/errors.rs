@@ -109,11 +109,7 @@ pub(crate) fn exited(
     started: bool,
     last_error: Option<&str>,
 ) -> PluginError {
-    let how = match (code, signal) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(signal)) => format!("signal {signal}"),
-        (None, None) => "an unknown status".to_string(),
-    };
+    let how = cli_provider::errors::how_it_exited(code, signal);
     let said = stderr_summary(stderr);
     let lower = said.to_ascii_lowercase();
     if lower.contains("no rollout found") || lower.contains("no saved session") {

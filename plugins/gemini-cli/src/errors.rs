@@ -119,11 +119,7 @@ pub(crate) fn exited(
     if refused_login(&lower) {
         return login_rejected(cli, &said);
     }
-    let how = match (code, signal) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(signal)) => format!("signal {signal}"),
-        (None, None) => "an unknown status".to_string(),
-    };
+    let how = cli_provider::errors::how_it_exited(code, signal);
     let said = if said.is_empty() {
         "no message".to_string()
     } else {
