@@ -350,10 +350,8 @@ async fn handle_connection(stream: UnixStream, daemon: Arc<DaemonState>) {
         return;
     }
     let (read, mut write) = stream.into_split();
-    // Hellos and control requests are small; a session raises the cap. An
-    // 8 KiB buffer (not 64) because thousands of sessions may stay open, and
-    // a longer line just takes more reads.
-    let mut reader = FrameReader::with_capacity(8 * 1024, read, 64 * 1024);
+    // Hellos and control requests are small; a session raises the cap.
+    let mut reader = FrameReader::new(read, 64 * 1024);
     let hello = match tokio::time::timeout(Duration::from_secs(10), reader.next()).await {
         Ok(Ok(Frame::Line(line))) => serde_json::from_slice::<Hello>(&line),
         _ => return,

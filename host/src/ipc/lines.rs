@@ -2,13 +2,25 @@
 //! and on the shim's stdio.
 //!
 //! An over-long line is discarded up to its newline and reported, so one bad
-//! message never desynchronises or kills the connection. The partial line
-//! lives in the [`FrameReader`], not in the future reading it, so a read that
-//! loses a `select!` race loses no bytes (as mini-redis's `Connection`).
+//! message never desynchronises or kills the connection. Bytes read but not
+//! yet framed live in the [`FrameReader`], not in the future reading them,
+//! so a read that loses a `select!` race loses no bytes (as mini-redis's
+//! `Connection`).
+//!
+//! Each read lands in a buffer on the stack of the poll and is copied out
+//! before the poll returns, so a reader waiting for its next line holds no
+//! heap at all: the daemon keeps thousands of idle sessions, and a
+//! `BufReader` would hold its whole buffer in every one of them.
 
 use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// The most one read asks for (the size of the stack buffer).
+const MAX_CHUNK: usize = 16 * 1024;
 
 /// One frame read from a stream.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,27 +35,35 @@ pub enum Frame {
 
 /// Reads newline-delimited frames of at most `max` bytes from a stream.
 pub struct FrameReader<R> {
-    inner: BufReader<R>,
-    /// The line read so far.
-    line: Vec<u8>,
+    read: R,
+    /// Bytes read and not yet framed: the start of the next line, and any
+    /// lines after it that came in the same read.
+    pending: Vec<u8>,
+    /// `pending[..scanned]` holds no newline.
+    scanned: usize,
     /// Bytes of an over-long line dropped so far (0: not in one).
     discarded: usize,
     max: usize,
+    /// Bytes one read asks for.
+    chunk: usize,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader of lines up to `max` bytes.
     pub fn new(read: R, max: usize) -> Self {
-        Self::with_capacity(64 * 1024, read, max)
+        Self::with_chunk(MAX_CHUNK, read, max)
     }
 
-    /// Like [`Self::new`] with a read buffer of `capacity` bytes.
-    pub fn with_capacity(capacity: usize, read: R, max: usize) -> Self {
+    /// Like [`Self::new`], reading at most `chunk` bytes at a time (at most
+    /// 16 KiB; tests use tiny chunks to split lines).
+    pub fn with_chunk(chunk: usize, read: R, max: usize) -> Self {
         Self {
-            inner: BufReader::with_capacity(capacity, read),
-            line: Vec::new(),
+            read,
+            pending: Vec::new(),
+            scanned: 0,
             discarded: 0,
             max,
+            chunk: chunk.clamp(1, MAX_CHUNK),
         }
     }
 
@@ -54,44 +74,66 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Reads the next frame.
     ///
-    /// Cancel-safe: the only await is `fill_buf`, which keeps what it read
-    /// in the buffer; bytes leave the buffer (`consume`) in the same poll
-    /// that appends them to `self.line`.
+    /// Cancel-safe: the only await is one read, whose bytes are moved into
+    /// `self.pending` in the same poll that reads them.
     pub async fn next(&mut self) -> io::Result<Frame> {
         loop {
-            let available = self.inner.fill_buf().await?;
-            if available.is_empty() {
+            if let Some(frame) = self.frame() {
+                return Ok(frame);
+            }
+            if std::future::poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
                 // EOF: a final unterminated line still counts as a message.
-                return Ok(if self.line.is_empty() && self.discarded == 0 {
-                    Frame::Eof
-                } else {
-                    self.take()
-                });
-            }
-            let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
-                Some(i) => (&available[..i], Some(i + 1)),
-                None => (available, None),
-            };
-            if self.discarded > 0 || self.line.len() + chunk.len() > self.max {
-                self.discarded += self.line.len() + chunk.len();
-                self.line = Vec::new();
-            } else {
-                self.line.extend_from_slice(chunk);
-            }
-            let consumed = done.unwrap_or(available.len());
-            self.inner.consume(consumed);
-            if done.is_some() {
-                return Ok(self.take());
+                if self.pending.is_empty() && self.discarded == 0 {
+                    return Ok(Frame::Eof);
+                }
+                let line = std::mem::take(&mut self.pending);
+                self.scanned = 0;
+                return Ok(self.finish(line));
             }
         }
     }
 
-    /// The frame ended by a newline or EOF; resets for the next one.
-    fn take(&mut self) -> Frame {
+    /// The next complete frame among the bytes already read, if any.
+    fn frame(&mut self) -> Option<Frame> {
+        match self.pending[self.scanned..]
+            .iter()
+            .position(|&b| b == b'\n')
+        {
+            Some(i) => {
+                let newline = self.scanned + i;
+                let rest = self.pending.split_off(newline + 1);
+                let mut line = std::mem::replace(&mut self.pending, rest);
+                line.pop();
+                self.scanned = 0;
+                Some(self.finish(line))
+            }
+            None => {
+                if self.discarded > 0 || self.pending.len() > self.max {
+                    self.discarded += self.pending.len();
+                    self.pending = Vec::new();
+                }
+                self.scanned = self.pending.len();
+                None
+            }
+        }
+    }
+
+    /// One read into `self.pending`; 0 at EOF.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut chunk = [MaybeUninit::<u8>::uninit(); MAX_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut chunk[..self.chunk]);
+        ready!(Pin::new(&mut self.read).poll_read(cx, &mut buf))?;
+        self.pending.extend_from_slice(buf.filled());
+        Poll::Ready(Ok(buf.filled().len()))
+    }
+
+    /// The frame for `line` (its newline removed); resets for the next one.
+    fn finish(&mut self, line: Vec<u8>) -> Frame {
         let discarded = std::mem::take(&mut self.discarded);
-        let line = std::mem::take(&mut self.line);
-        if discarded > 0 {
-            Frame::TooLong { len: discarded }
+        if discarded > 0 || line.len() > self.max {
+            Frame::TooLong {
+                len: discarded + line.len(),
+            }
         } else {
             Frame::Line(trim_cr(line))
         }
@@ -139,7 +181,7 @@ mod tests {
     use super::*;
 
     async fn frames(input: &[u8], max: usize) -> Vec<Frame> {
-        let mut reader = FrameReader::with_capacity(4, input, max);
+        let mut reader = FrameReader::with_chunk(4, input, max);
         let mut out = Vec::new();
         loop {
             let frame = reader.next().await.unwrap();
@@ -176,6 +218,19 @@ mod tests {
                 Frame::Eof
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_a_read_arrives_whole_and_leaves_nothing_held() {
+        let long: Vec<u8> = (0..100_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut input = long.clone();
+        input.extend_from_slice(b"\nnext\n");
+        let mut reader = FrameReader::new(&input[..], 1 << 20);
+        assert_eq!(reader.next().await.unwrap(), Frame::Line(long));
+        assert_eq!(reader.next().await.unwrap(), Frame::Line(b"next".to_vec()));
+        // Waiting for the next line holds no buffer.
+        assert_eq!(reader.pending.capacity(), 0);
+        assert_eq!(reader.next().await.unwrap(), Frame::Eof);
     }
 
     /// Delivers its bytes `chunk` at a time, answering `Pending` before each.
@@ -220,7 +275,7 @@ mod tests {
             chunk: 3,
             ready: false,
         };
-        let mut reader = FrameReader::with_capacity(16, trickle, 64);
+        let mut reader = FrameReader::with_chunk(16, trickle, 64);
         let mut got = Vec::new();
         let mut lost_races = 0;
         while got.last() != Some(&Frame::Eof) {
