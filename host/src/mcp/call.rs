@@ -16,11 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::StreamExt;
+use futures::channel::mpsc;
 use poe_plugin_api::host::EventSink;
 use poe_plugin_api::{ErrorKind, Event, LogLevel, OutputKind, PluginError, Request, Response};
 use rmcp::model::{CallToolResult, ContentBlock, MetaObject, Resource};
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use super::errors::{Code, plugin_error, tool_error};
 use crate::daemon::state::DaemonState;
@@ -43,6 +44,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// The host end of a plugin's event sink.
 struct HostSink {
+    /// futures' channel, not tokio's: it allocates per event, where tokio's
+    /// allocates a block of 32 slots up front for every call in flight.
     events: mpsc::UnboundedSender<Event>,
     cancelled: Arc<AtomicBool>,
     /// The call's limiter, which grants its extra requests (polls).
@@ -51,7 +54,7 @@ struct HostSink {
 
 impl EventSink for HostSink {
     fn emit(&self, event: Event) {
-        let _ = self.events.send(event);
+        let _ = self.events.unbounded_send(event);
     }
 
     fn is_cancelled(&self) -> bool {
@@ -442,7 +445,7 @@ async fn attempt(
     job: &Job,
     request: &Request,
 ) -> Attempt {
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (events_tx, mut events) = mpsc::unbounded();
     let cancelled = Arc::new(AtomicBool::new(false));
     let sink = HostSink {
         events: events_tx,
@@ -479,7 +482,7 @@ async fn attempt(
                 }));
                 return Attempt::Stopped(stop);
             }
-            Some(event) = events.recv() => on_event(job, limiter, event),
+            Some(event) = events.next() => on_event(job, limiter, event),
             joined = &mut invocation => break joined,
             _ = checkpoint.tick() => daemon.jobs.checkpoint(job),
         }
