@@ -201,8 +201,10 @@ impl<P: AsyncProvider> Driver<P> {
         let work = catch_unwind(AssertUnwindSafe(|| {
             self.provider.clone().call(request, sink.clone())
         }));
+        // Boxed here, not inside the task: a future the task's async block
+        // captured by value would sit in the task and in the box both.
         let work = match work {
-            Ok(work) => work,
+            Ok(work) => Box::pin(work),
             Err(payload) => return done(&sink, Err(panicked(&*payload))),
         };
         let id = self.calls.next.fetch_add(1, Ordering::Relaxed);
@@ -210,7 +212,7 @@ impl<P: AsyncProvider> Driver<P> {
         self.calls.started.notify_one();
         let calls = self.calls.clone();
         self.runtime().spawn(async move {
-            let outcome = CatchUnwind(Box::pin(work))
+            let outcome = CatchUnwind(work)
                 .await
                 .unwrap_or_else(|payload| Err(panicked(&*payload)));
             calls.live().remove(&id);
