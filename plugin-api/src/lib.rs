@@ -18,6 +18,8 @@ pub mod compat;
 #[cfg(feature = "tokio")]
 mod driver;
 pub mod host;
+#[cfg(feature = "tokio")]
+pub mod lanes;
 mod sdk;
 mod start;
 pub mod text;

@@ -17,6 +17,8 @@
 //!
 //! - [`PacedPoe`] (`paced.rs`): a separate server whose chat answers stream
 //!   over seconds, which wiremock cannot do.
+//! - [`TlsFront`] (`tls.rs`): HTTPS with ALPN h2 in front of either, as
+//!   api.poe.com is served, with a chosen HTTP/2 stream limit.
 //!
 //! Tests that need something special mount their own mocks on
 //! [`FakePoe::server`] with `with_priority(1)`; the defaults use the default
@@ -26,12 +28,14 @@ mod chat;
 mod files;
 mod models;
 mod paced;
+mod tls;
 mod usage;
 mod video;
 mod wire;
 
 pub use models::MODELS;
 pub use paced::{PacedPoe, TAIL, TICK, paced_answer};
+pub use tls::TlsFront;
 pub use usage::{CLOCK_SKEW, Entry, POINTS_PER_TOKEN, STARTING_BALANCE};
 
 use std::sync::Arc;

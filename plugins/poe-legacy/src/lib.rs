@@ -7,7 +7,9 @@
 //! Models reach this plugin as `legacy:<Bot>` (the host strips `legacy:`), or
 //! by their plain name when listed in `POE_LEGACY_BOTS`.
 //!
-//! One provider instance owns one `reqwest::Client`. It is an
+//! One provider instance owns its `reqwest::Client`s, taken in turn through
+//! `Lanes` so no HTTP/2 connection to Poe carries more calls than its stream
+//! limit (one client until 64 calls are in flight). It is an
 //! `AsyncProvider`: each call is a future on the runtime the SDK gives the
 //! provider (no thread held while a bot answers), raced against the host's
 //! cancel signal and the request deadline (`poe_plugin_api::cancel::race`).
@@ -26,6 +28,7 @@ mod upload;
 use std::sync::Arc;
 use std::time::Duration;
 
+use poe_plugin_api::lanes::{Lanes, Ticket};
 use poe_plugin_api::{
     AsyncProvider, Capability, Config, ErrorKind, Manifest, PluginError, RateLimit, Request,
     Response, Sink, attachment_kind, export_async_provider,
@@ -51,7 +54,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The provider for Poe's legacy bot protocol.
 pub struct PoeLegacy {
-    http: reqwest::Client,
+    http: Lanes<reqwest::Client>,
     base_url: Url,
     upload_url: Url,
     /// Key from the configuration; a request's own `api_key` wins.
@@ -60,7 +63,7 @@ pub struct PoeLegacy {
 
 /// Everything one call needs, borrowed from the provider and the host.
 pub(crate) struct Call<'a> {
-    pub(crate) http: &'a reqwest::Client,
+    pub(crate) http: &'a Ticket<reqwest::Client>,
     pub(crate) base_url: &'a Url,
     pub(crate) upload_url: &'a Url,
     pub(crate) api_key: &'a str,
@@ -160,13 +163,16 @@ impl AsyncProvider for PoeLegacy {
             config_value(&config, "POE_LEGACY_UPLOAD_URL").unwrap_or(DEFAULT_UPLOAD_URL),
         )?;
         let api_key = config_value(&config, "POE_API_KEY").map(str::to_string);
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("poe-code-poe-legacy/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let client = || {
+            reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .user_agent(concat!("poe-code-poe-legacy/", env!("CARGO_PKG_VERSION")))
+                .build()
+        };
+        let first = client()
             .map_err(|e| PluginError::internal(format!("cannot build HTTP client: {e}")))?;
         Ok(PoeLegacy {
-            http,
+            http: Lanes::new(first, move || client().ok()),
             base_url,
             upload_url,
             api_key,
@@ -193,8 +199,10 @@ impl AsyncProvider for PoeLegacy {
                 "no bot name: call a legacy bot as legacy:<Bot>",
             ));
         }
+        // Held for the whole call: the answer streams on its HTTP/2 stream.
+        let http = self.http.take();
         let call = Call {
-            http: &self.http,
+            http: &http,
             base_url: &self.base_url,
             upload_url: &self.upload_url,
             api_key: &api_key,

@@ -41,14 +41,19 @@ pub(crate) async fn run(call: &Call<'_>) -> Result<Response, PluginError> {
     let request = call.request;
     let bot = request.model.trim();
     let attachments = upload::upload_all(call).await?;
-    let body = query::build_body(request, &attachments)?;
+    let body = serde_json::to_vec(&query::build_body(request, &attachments)?)
+        .map_err(|e| PluginError::internal(format!("cannot encode the query: {e}")))?;
+    // Uploads go to another host; the query waits for its client's
+    // connection to Poe when another call is opening it.
+    call.http.ready().await;
     let response = call
         .http
         .post(bot_url(call.base_url, bot)?)
         // fastapi_poe's `_BotContext.headers`.
         .header(reqwest::header::ACCEPT, "application/json")
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
         .bearer_auth(call.api_key)
-        .json(&body)
+        .body(reqwest::Body::wrap(call.http.body(body)))
         .send()
         .await
         .map_err(errors::transport)?;

@@ -165,7 +165,8 @@ pub(crate) async fn run(call: &Call<'_>) -> Result<Response, PluginError> {
         .http
         .post(format!("{}/chat/completions", call.base_url))
         .bearer_auth(call.api_key)
-        .json(&build_body(request, upstream_stream))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(call.json_body(build_body(request, upstream_stream)))
         .send()
         .await
         .map_err(errors::transport)?;

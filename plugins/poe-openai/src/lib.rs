@@ -2,8 +2,10 @@
 //! (`POST {base}/chat/completions` with SSE, media links in answers, and the
 //! `/v1/videos` jobs API).
 //!
-//! One provider instance owns one `reqwest::Client` (a connection pool shared
-//! by every call). It is an `AsyncProvider`: each call is a future on the
+//! One provider instance owns its `reqwest::Client`s, taken in turn through
+//! `Lanes` so no HTTP/2 connection to Poe carries more calls than its stream
+//! limit (one client, one connection pool, until 64 calls are in flight).
+//! It is an `AsyncProvider`: each call is a future on the
 //! runtime the SDK gives the provider, so a call waiting on Poe holds no
 //! thread, raced against the host's cancel signal and the request's
 //! deadline (`poe_plugin_api::cancel::race`). Nothing here retries: the host owns retries,
@@ -30,6 +32,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use poe_plugin_api::lanes::{Lanes, Ticket};
 use poe_plugin_api::{
     AsyncProvider, Capability, Config, ErrorKind, Manifest, Options, OutputKind, PluginError,
     RateLimit, Request, Response, Sink, attachment_kind, export_async_provider,
@@ -50,7 +53,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The provider for Poe's OpenAI-compatible API.
 pub struct PoeOpenAi {
-    http: reqwest::Client,
+    http: Lanes<reqwest::Client>,
     /// Base URL without a trailing slash, e.g. `https://api.poe.com/v1`.
     base_url: String,
     /// Key from the configuration; a request's own `api_key` wins.
@@ -60,12 +63,23 @@ pub struct PoeOpenAi {
 
 /// Everything one call needs, borrowed from the provider and the host.
 pub(crate) struct Call<'a> {
-    pub(crate) http: &'a reqwest::Client,
+    pub(crate) http: &'a Ticket<reqwest::Client>,
     pub(crate) base_url: &'a str,
     pub(crate) api_key: &'a str,
     pub(crate) request: &'a Request,
     pub(crate) sink: &'a Sink,
     pub(crate) video_poll: Duration,
+}
+
+impl Call<'_> {
+    /// `value` as a JSON request body that, on the first call of an idle
+    /// client, lets the calls waiting for its connection go once it is sent.
+    /// Taken by value so the tree is freed now, not held (as a temporary of
+    /// the statement that sends) until the answer is in.
+    pub(crate) fn json_body(&self, value: serde_json::Value) -> reqwest::Body {
+        let bytes = serde_json::to_vec(&value).expect("a JSON value always serialises");
+        reqwest::Body::wrap(self.http.body(bytes))
+    }
 }
 
 impl PoeOpenAi {
@@ -75,6 +89,7 @@ impl PoeOpenAi {
     }
 
     async fn dispatch(&self, call: &Call<'_>) -> Result<Response, PluginError> {
+        call.http.ready().await;
         if call.request.output == OutputKind::Video && video::uses_videos_api(&call.request.model) {
             video::run(call).await
         } else {
@@ -148,13 +163,16 @@ impl AsyncProvider for PoeOpenAi {
             .and_then(|v| v.parse::<u64>().ok())
             .map(|ms| Duration::from_millis(ms.clamp(1, 60_000)))
             .unwrap_or(DEFAULT_VIDEO_POLL);
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("poe-code-poe-openai/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let client = || {
+            reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .user_agent(concat!("poe-code-poe-openai/", env!("CARGO_PKG_VERSION")))
+                .build()
+        };
+        let first = client()
             .map_err(|e| PluginError::internal(format!("cannot build HTTP client: {e}")))?;
         Ok(PoeOpenAi {
-            http,
+            http: Lanes::new(first, move || client().ok()),
             base_url,
             api_key,
             video_poll,
@@ -175,8 +193,11 @@ impl AsyncProvider for PoeOpenAi {
                 )
             })?
             .to_string();
+        // Held for the whole call: a streamed answer keeps its HTTP/2 stream
+        // open to the end, and a video job polls on the same client.
+        let http = self.http.take();
         let call = Call {
-            http: &self.http,
+            http: &http,
             base_url: &self.base_url,
             api_key: &api_key,
             request: &request,

@@ -216,7 +216,8 @@ pub(crate) async fn run(call: &Call<'_>) -> Result<Response, PluginError> {
         .http
         .post(format!("{}/videos", call.base_url))
         .bearer_auth(call.api_key)
-        .json(&create_body(call));
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(call.json_body(create_body(call)));
     let video = fetch(call, create, "create").await?;
     let id = checked_id(video.id.clone(), 200).map_err(PluginError::not_retryable)?;
     poll_until_done(call, &id, video).await.map_err(|err| {
