@@ -40,11 +40,16 @@ const SNIPPET: usize = 80;
 pub(crate) async fn run(call: &Call<'_>) -> Result<Response, PluginError> {
     let request = call.request;
     let bot = request.model.trim();
+    if request.messages.iter().any(|m| !m.attachments.is_empty()) {
+        // Uploads (to another host) may take long: calls waiting for this
+        // one to open the connection to Poe go now, each on its own.
+        call.http.opened();
+    }
     let attachments = upload::upload_all(call).await?;
     let body = serde_json::to_vec(&query::build_body(request, &attachments)?)
         .map_err(|e| PluginError::internal(format!("cannot encode the query: {e}")))?;
-    // Uploads go to another host; the query waits for its client's
-    // connection to Poe when another call is opening it.
+    // The query waits for its client's connection to Poe when another call
+    // is opening it.
     call.http.ready().await;
     let response = call
         .http
