@@ -15,9 +15,15 @@
 //! start a TLS handshake of its own, all but one thrown away. So the first
 //! call on an idle client opens the way: the others wait
 //! ([`Ticket::ready`]) until its request is being sent
-//! ([`Ticket::body`] tells), then share its HTTP/2 connection, or open their
-//! own over HTTP/1.1, a handshake later.
+//! ([`Ticket::opening_body`] tells), then share its HTTP/2 connection, or
+//! open their own over HTTP/1.1, a handshake later.
+//!
+//! That first request's body is a stream, which an HTTP client cannot send
+//! again by itself when the server refuses the request unprocessed (HTTP/2
+//! `REFUSED_STREAM`, or a `GOAWAY` before it), as reqwest does for whole
+//! bodies; [`is_unprocessed`] tells the plugin when it may send it once more.
 
+use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -192,14 +198,67 @@ impl<T> Ticket<T> {
         }
     }
 
-    /// A request body that calls [`Ticket::opened`] when the HTTP client
-    /// starts sending it, which it does once it has a connection.
-    pub fn body(&self, bytes: impl Into<Bytes>) -> OpeningBody {
-        OpeningBody {
+    /// For the first call on an idle client, a request body that calls
+    /// [`Ticket::opened`] when the HTTP client starts sending it, which it
+    /// does once it has a connection; `None` for every other call, which
+    /// sends its bytes as a whole body.
+    pub fn opening_body(&self, bytes: impl Into<Bytes>) -> Option<OpeningBody> {
+        self.opener.then(|| OpeningBody {
             bytes: Some(bytes.into()),
-            gate: self.opener.then(|| self.gate.clone()),
+            gate: Some(self.gate.clone()),
+        })
+    }
+}
+
+/// A request body as [`Ticket::send`] hands it to the plugin's client.
+pub enum Outgoing {
+    /// The first call on an idle client: tells the others when it is sent.
+    Opening(OpeningBody),
+    /// Any other call, or the second try of a refused first one.
+    Whole(Bytes),
+}
+
+impl<T> Ticket<T> {
+    /// Sends `bytes` as a request body through `send`: as an
+    /// [`Outgoing::Opening`] body on the first call on an idle client,
+    /// sent once more as a whole body if the server refused it unprocessed
+    /// ([`is_unprocessed`]; an HTTP client re-sends only whole bodies by
+    /// itself), and as [`Outgoing::Whole`] on every other call.
+    pub async fn send<R, E, Fut>(
+        &self,
+        bytes: impl Into<Bytes>,
+        send: impl Fn(Outgoing) -> Fut,
+    ) -> Result<R, E>
+    where
+        Fut: Future<Output = Result<R, E>>,
+        E: std::error::Error + 'static,
+    {
+        let bytes = bytes.into();
+        let Some(opening) = self.opening_body(bytes.clone()) else {
+            return send(Outgoing::Whole(bytes)).await;
+        };
+        match send(Outgoing::Opening(opening)).await {
+            Err(err) if is_unprocessed(&err) => send(Outgoing::Whole(bytes)).await,
+            other => other,
         }
     }
+}
+
+/// Whether `err` (or an error it was caused by) is an HTTP/2 refusal that
+/// guarantees the server did not process the request (RFC 9113 §8.7): a
+/// `REFUSED_STREAM` reset, or a graceful `GOAWAY` that came before it. Such
+/// a request may be sent again; nothing was done, so nothing is paid twice.
+pub fn is_unprocessed(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            let refused = h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            let went_away = h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR);
+            return h2.is_remote() && (refused || went_away);
+        }
+        source = err.source();
+    }
+    false
 }
 
 impl<T> Deref for Ticket<T> {
@@ -219,7 +278,7 @@ impl<T> Drop for Ticket<T> {
 }
 
 /// A whole request body (`http_body::Body`, exact length) that opens its
-/// client's gate when first polled; from [`Ticket::body`].
+/// client's gate when first polled; from [`Ticket::opening_body`].
 pub struct OpeningBody {
     bytes: Option<Bytes>,
     gate: Option<Arc<Gate>>,
@@ -307,7 +366,11 @@ mod tests {
             !is_ready(&second).await,
             "the second waits for a connection"
         );
-        let mut body = std::pin::pin!(first.body("{}"));
+        assert!(
+            second.opening_body("{}").is_none(),
+            "only the first call's body tells"
+        );
+        let mut body = std::pin::pin!(first.opening_body("{}").unwrap());
         assert_eq!(body.size_hint().exact(), Some(2));
         let frame = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await;
         assert_eq!(frame.unwrap().unwrap().into_data().unwrap(), "{}");
@@ -337,6 +400,45 @@ mod tests {
         assert!(!is_ready(&other).await);
         again.opened();
         assert!(is_ready(&other).await);
+    }
+
+    #[test]
+    fn only_a_refusal_before_processing_counts_as_unprocessed() {
+        #[derive(Debug)]
+        struct Wrapped(h2::Error);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("request failed")
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        // h2 builds remote errors only from frames; a local one never counts.
+        let local = Wrapped(h2::Error::from(h2::Reason::REFUSED_STREAM));
+        assert!(!is_unprocessed(&local));
+        let io = std::io::Error::other("connection reset");
+        assert!(!is_unprocessed(&io));
+    }
+
+    #[tokio::test]
+    async fn the_first_call_sends_an_opening_body_and_the_others_whole_ones() {
+        let lanes = numbered(10);
+        let (first, second) = (lanes.take(), lanes.take());
+        let sent = std::sync::Mutex::new(Vec::new());
+        let send = |outgoing: Outgoing| {
+            sent.lock().unwrap().push(match outgoing {
+                Outgoing::Opening(_) => "opening",
+                Outgoing::Whole(_) => "whole",
+            });
+            async { Err::<(), _>(std::io::Error::other("connection reset")) }
+        };
+        // A failure that may have reached the server is not sent again.
+        assert!(first.send("{}", send).await.is_err());
+        assert!(second.send("{}", send).await.is_err());
+        assert_eq!(*sent.lock().unwrap(), ["opening", "whole"]);
     }
 
     #[tokio::test]

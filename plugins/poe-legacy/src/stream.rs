@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::StreamExt;
+use poe_plugin_api::lanes::Outgoing;
 use poe_plugin_api::{
     ErrorKind, Event, LogLevel, Media, OutputKind, PluginError, Response, ToolCall,
 };
@@ -51,15 +52,22 @@ pub(crate) async fn run(call: &Call<'_>) -> Result<Response, PluginError> {
     // The query waits for its client's connection to Poe when another call
     // is opening it.
     call.http.ready().await;
+    let url = bot_url(call.base_url, bot)?;
     let response = call
         .http
-        .post(bot_url(call.base_url, bot)?)
-        // fastapi_poe's `_BotContext.headers`.
-        .header(reqwest::header::ACCEPT, "application/json")
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .bearer_auth(call.api_key)
-        .body(reqwest::Body::wrap(call.http.body(body)))
-        .send()
+        .send(body, |body| {
+            call.http
+                .post(url.clone())
+                // fastapi_poe's `_BotContext.headers`.
+                .header(reqwest::header::ACCEPT, "application/json")
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .bearer_auth(call.api_key)
+                .body(match body {
+                    Outgoing::Opening(opening) => reqwest::Body::wrap(opening),
+                    Outgoing::Whole(bytes) => reqwest::Body::from(bytes),
+                })
+                .send()
+        })
         .await
         .map_err(errors::transport)?;
     let status = response.status().as_u16();

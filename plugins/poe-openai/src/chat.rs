@@ -161,13 +161,12 @@ pub(crate) async fn run(call: &Call<'_>) -> Result<Response, PluginError> {
     // Poe: "Image, video, and audio bots should be called with stream=False
     // for optimal performance and reliability." Text streams when asked.
     let upstream_stream = request.stream && !wants_media;
+    let url = format!("{}/chat/completions", call.base_url);
     let response = call
-        .http
-        .post(format!("{}/chat/completions", call.base_url))
-        .bearer_auth(call.api_key)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(call.json_body(build_body(request, upstream_stream)))
-        .send()
+        .send_json(
+            || call.http.post(&url).bearer_auth(call.api_key),
+            build_body(request, upstream_stream),
+        )
         .await
         .map_err(errors::transport)?;
     ratelimit::report(call.sink, response.headers());

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use poe_plugin_api::lanes::{Lanes, Ticket};
+use poe_plugin_api::lanes::{Lanes, Outgoing, Ticket};
 use poe_plugin_api::{
     AsyncProvider, Capability, Config, ErrorKind, Manifest, Options, OutputKind, PluginError,
     RateLimit, Request, Response, Sink, attachment_kind, export_async_provider,
@@ -72,13 +72,28 @@ pub(crate) struct Call<'a> {
 }
 
 impl Call<'_> {
-    /// `value` as a JSON request body that, on the first call of an idle
-    /// client, lets the calls waiting for its connection go once it is sent.
-    /// Taken by value so the tree is freed now, not held (as a temporary of
-    /// the statement that sends) until the answer is in.
-    pub(crate) fn json_body(&self, value: serde_json::Value) -> reqwest::Body {
+    /// Sends `value` as the JSON body of the request `build` starts, on the
+    /// call's client (see `Lanes`: the first call on an idle client tells
+    /// the others when it is on its way). Taken by value so the tree is
+    /// freed before the answer is awaited.
+    pub(crate) async fn send_json(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        value: serde_json::Value,
+    ) -> reqwest::Result<reqwest::Response> {
         let bytes = serde_json::to_vec(&value).expect("a JSON value always serialises");
-        reqwest::Body::wrap(self.http.body(bytes))
+        drop(value);
+        self.http
+            .send(bytes, |body| {
+                build()
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(match body {
+                        Outgoing::Opening(opening) => reqwest::Body::wrap(opening),
+                        Outgoing::Whole(bytes) => reqwest::Body::from(bytes),
+                    })
+                    .send()
+            })
+            .await
     }
 }
 

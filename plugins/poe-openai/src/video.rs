@@ -110,10 +110,10 @@ fn checked_id(id: Option<String>, status: u16) -> Result<String, PluginError> {
 /// Sends a request and parses the video object it answers.
 async fn fetch(
     call: &Call<'_>,
-    builder: reqwest::RequestBuilder,
+    sent: reqwest::Result<reqwest::Response>,
     what: &str,
 ) -> Result<VideoObject, PluginError> {
-    let response = builder.send().await.map_err(errors::transport)?;
+    let response = sent.map_err(errors::transport)?;
     ratelimit::report(call.sink, response.headers());
     let status = response.status().as_u16();
     if !response.status().is_success() {
@@ -154,7 +154,7 @@ async fn poll(call: &Call<'_>, id: &str) -> Result<VideoObject, PluginError> {
             .http
             .get(format!("{}/videos/{id}", call.base_url))
             .bearer_auth(call.api_key);
-        let err = match fetch(call, request, "poll").await {
+        let err = match fetch(call, request.send().await, "poll").await {
             Ok(video) => return Ok(video),
             Err(err) => err,
         };
@@ -212,12 +212,13 @@ fn usage_of(video: &VideoObject) -> Option<Usage> {
 /// for the host's retry layer: a retry would start, and pay for, a second
 /// render. Each poll asks the host's shared rate limiter first.
 pub(crate) async fn run(call: &Call<'_>) -> Result<Response, PluginError> {
+    let url = format!("{}/videos", call.base_url);
     let create = call
-        .http
-        .post(format!("{}/videos", call.base_url))
-        .bearer_auth(call.api_key)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(call.json_body(create_body(call)));
+        .send_json(
+            || call.http.post(&url).bearer_auth(call.api_key),
+            create_body(call),
+        )
+        .await;
     let video = fetch(call, create, "create").await?;
     let id = checked_id(video.id.clone(), 200).map_err(PluginError::not_retryable)?;
     poll_until_done(call, &id, video).await.map_err(|err| {
