@@ -51,6 +51,21 @@ pub const FAKE_API_KEY: &str = "fake-poe-key-0000";
 /// The Bearer token that the fake rejects with 401.
 pub const BAD_API_KEY: &str = "bad-key";
 
+/// A listener on 127.0.0.1 whose accept queue holds a burst of thousands of
+/// connections: std's holds 128, and a SYN dropped from a full queue costs
+/// the client a second (the benchmark's 2,000 calls in flight hit that).
+/// Must run inside a tokio runtime.
+fn roomy_listener() -> std::net::TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind 127.0.0.1");
+    socket
+        .listen(4096)
+        .and_then(|listener| listener.into_std())
+        .expect("listen on 127.0.0.1")
+}
+
 /// A running fake Poe API on `127.0.0.1:<random port>`; it stops when dropped.
 pub struct FakePoe {
     server: MockServer,
@@ -61,7 +76,13 @@ impl FakePoe {
     /// Binds 127.0.0.1 on a random port and mounts the default behaviour.
     /// Every request is recorded (see [`FakePoe::chat_requests`]).
     pub async fn start() -> FakePoe {
-        Self::start_with(MockServer::builder().start().await).await
+        Self::start_with(
+            MockServer::builder()
+                .listener(roomy_listener())
+                .start()
+                .await,
+        )
+        .await
     }
 
     /// Like [`FakePoe::start`] but without recording requests, so a
@@ -70,6 +91,7 @@ impl FakePoe {
     pub async fn start_without_recording() -> FakePoe {
         Self::start_with(
             MockServer::builder()
+                .listener(roomy_listener())
                 .disable_request_recording()
                 .start()
                 .await,
