@@ -68,17 +68,24 @@ pub async fn stopped(sink: &Sink, timeout_ms: Option<u64>, what: &str) -> Plugin
 }
 
 /// Runs `work` until it finishes, the host cancels, or `timeout_ms` passes.
-pub async fn race<T>(
-    sink: &Sink,
+///
+/// `work` is boxed here, not awaited in place: an async fn keeps its
+/// arguments in its own state for its whole life, so a call's whole future
+/// would be stored twice, once as the argument and once where it runs.
+pub fn race<'a, T: 'a>(
+    sink: &'a Sink,
     timeout_ms: Option<u64>,
-    what: &str,
-    work: impl Future<Output = Result<T, PluginError>>,
-) -> Result<T, PluginError> {
-    tokio::select! {
-        // Work first: a call that is already done is not turned into a cancel.
-        biased;
-        result = work => result,
-        err = stopped(sink, timeout_ms, what) => Err(err),
+    what: &'a str,
+    work: impl Future<Output = Result<T, PluginError>> + 'a,
+) -> impl Future<Output = Result<T, PluginError>> + 'a {
+    let work = Box::pin(work);
+    async move {
+        tokio::select! {
+            // Work first: a call that is already done is not turned into a cancel.
+            biased;
+            result = work => result,
+            err = stopped(sink, timeout_ms, what) => Err(err),
+        }
     }
 }
 
