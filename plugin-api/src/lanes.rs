@@ -190,8 +190,8 @@ impl<T> Ticket<T> {
     }
 
     /// Says the request is on its way, so the connection is up: the calls
-    /// waiting in [`Ticket::ready`] go. [`Ticket::body`] does it when the
-    /// body is sent; dropping the ticket does it too.
+    /// waiting in [`Ticket::ready`] go. An [`OpeningBody`] does it when it
+    /// is sent; dropping the ticket does it too.
     pub fn opened(&self) {
         if self.opener {
             self.gate.open();
@@ -238,7 +238,11 @@ impl<T> Ticket<T> {
             return send(Outgoing::Whole(bytes)).await;
         };
         match send(Outgoing::Opening(opening)).await {
-            Err(err) if is_unprocessed(&err) => send(Outgoing::Whole(bytes)).await,
+            Err(err) if is_unprocessed(&err) => {
+                // The server answered, so the connection was up.
+                self.opened();
+                send(Outgoing::Whole(bytes)).await
+            }
             other => other,
         }
     }
