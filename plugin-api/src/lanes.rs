@@ -84,15 +84,16 @@ pub struct Ticket<T> {
 }
 
 impl<T: Clone> Lanes<T> {
-    /// Starts with `first`; `make` builds each further client (`None` if it
-    /// cannot, and the least busy client is shared instead).
-    pub fn new(first: T, make: impl Fn() -> Option<T> + Send + Sync + 'static) -> Self {
-        Lanes {
-            make: Box::new(make),
+    /// Builds the first client with `make`, which builds each further one
+    /// too (when it fails then, the least busy client is shared instead).
+    pub fn new<E>(make: impl Fn() -> Result<T, E> + Send + Sync + 'static) -> Result<Self, E> {
+        let first = make()?;
+        Ok(Lanes {
+            make: Box::new(move || make().ok()),
             per_lane: STREAMS_PER_LANE,
             opening_wait: OPENING_WAIT,
             lanes: Mutex::new(vec![Lane::new(first)]),
-        }
+        })
     }
 
     /// Sets the calls in flight per client (at least 1).
@@ -108,7 +109,8 @@ impl<T: Clone> Lanes<T> {
     }
 
     /// The client for one call: the least busy one, or a new one when every
-    /// client is full. Call [`Ticket::ready`] before sending on it.
+    /// client is full. Send its body through [`Ticket::send`], which waits
+    /// for the client's connection when another call is opening it.
     pub fn take(&self) -> Ticket<T> {
         let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
         let (least, busy) = lanes
@@ -223,7 +225,8 @@ impl<T> Ticket<T> {
     /// [`Outgoing::Opening`] body on the first call on an idle client,
     /// sent once more as a whole body if the server refused it unprocessed
     /// ([`is_unprocessed`]; an HTTP client re-sends only whole bodies by
-    /// itself), and as [`Outgoing::Whole`] on every other call.
+    /// itself), and as [`Outgoing::Whole`] on every other call, once
+    /// [`Ticket::ready`].
     pub async fn send<R, E, Fut>(
         &self,
         bytes: impl Into<Bytes>,
@@ -233,16 +236,17 @@ impl<T> Ticket<T> {
         Fut: Future<Output = Result<R, E>>,
         E: std::error::Error + 'static,
     {
+        self.ready().await;
         let bytes = bytes.into();
         let Some(opening) = self.opening_body(bytes.clone()) else {
             return send(Outgoing::Whole(bytes)).await;
         };
-        match send(Outgoing::Opening(opening)).await {
-            Err(err) if is_unprocessed(&err) => {
-                // The server answered, so the connection was up.
-                self.opened();
-                send(Outgoing::Whole(bytes)).await
-            }
+        let sent = send(Outgoing::Opening(opening)).await;
+        // Sent or failed, the calls waiting on this one go: a request that
+        // could not connect must not hold them back for its whole call.
+        self.opened();
+        match sent {
+            Err(err) if is_unprocessed(&err) => send(Outgoing::Whole(bytes)).await,
             other => other,
         }
     }
@@ -317,8 +321,9 @@ mod tests {
     use std::sync::atomic::AtomicU32;
 
     fn numbered(per_lane: usize) -> Lanes<u32> {
-        let next = AtomicU32::new(1);
-        Lanes::new(0, move || Some(next.fetch_add(1, Ordering::Relaxed)))
+        let next = AtomicU32::new(0);
+        Lanes::new(move || Ok::<_, ()>(next.fetch_add(1, Ordering::Relaxed)))
+            .unwrap()
             .with_streams_per_lane(per_lane)
     }
 
@@ -346,7 +351,12 @@ mod tests {
 
     #[test]
     fn a_client_that_cannot_be_made_shares_the_least_busy() {
-        let lanes = Lanes::new(7u32, || None).with_streams_per_lane(1);
+        let made = AtomicU32::new(0);
+        let only_once = move || match made.fetch_add(1, Ordering::Relaxed) {
+            0 => Ok(7u32),
+            _ => Err("no more clients"),
+        };
+        let lanes = Lanes::new(only_once).unwrap().with_streams_per_lane(1);
         let (a, b) = (lanes.take(), lanes.take());
         assert_eq!((*a, *b), (7, 7));
         assert_eq!(lanes.len(), 1);

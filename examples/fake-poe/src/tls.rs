@@ -40,12 +40,11 @@ pub struct TlsFront {
     accept: JoinHandle<()>,
 }
 
-/// Requests being answered: now, and the most ever at once, in all and on
-/// any one connection.
+/// Requests being answered now, and the most ever at once on any one
+/// connection.
 #[derive(Default)]
 struct Streams {
     now: AtomicUsize,
-    peak: AtomicUsize,
     peak_per_connection: AtomicUsize,
 }
 
@@ -57,8 +56,7 @@ struct Open {
 
 impl Open {
     fn new(streams: &Arc<Streams>, connection: &Arc<AtomicUsize>) -> Open {
-        let now = streams.now.fetch_add(1, Ordering::AcqRel) + 1;
-        streams.peak.fetch_max(now, Ordering::AcqRel);
+        streams.now.fetch_add(1, Ordering::AcqRel);
         let on_connection = connection.fetch_add(1, Ordering::AcqRel) + 1;
         streams
             .peak_per_connection
@@ -104,13 +102,8 @@ impl TlsFront {
         // spread over clients as the plugins do: one HTTP/1.1 connection
         // per call would flood the stand-in's accept queue, and dropped SYNs
         // cost a second each.
-        let h2c = || {
-            reqwest::Client::builder()
-                .http2_prior_knowledge()
-                .build()
-                .ok()
-        };
-        let client = Arc::new(Lanes::new(h2c().expect("relay client"), h2c));
+        let h2c = || reqwest::Client::builder().http2_prior_knowledge().build();
+        let client = Arc::new(Lanes::new(h2c).expect("relay client"));
         let connections = Arc::new(AtomicU64::new(0));
         let streams = Arc::new(Streams::default());
         let (counted, all_streams) = (connections.clone(), streams.clone());

@@ -169,10 +169,10 @@ impl AsyncProvider for PoeLegacy {
                 .user_agent(concat!("poe-code-poe-legacy/", env!("CARGO_PKG_VERSION")))
                 .build()
         };
-        let first = client()
+        let http = Lanes::new(client)
             .map_err(|e| PluginError::internal(format!("cannot build HTTP client: {e}")))?;
         Ok(PoeLegacy {
-            http: Lanes::new(first, move || client().ok()),
+            http,
             base_url,
             upload_url,
             api_key,

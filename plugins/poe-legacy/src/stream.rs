@@ -49,10 +49,9 @@ pub(crate) async fn run(call: &Call<'_>) -> Result<Response, PluginError> {
     let attachments = upload::upload_all(call).await?;
     let body = serde_json::to_vec(&query::build_body(request, &attachments)?)
         .map_err(|e| PluginError::internal(format!("cannot encode the query: {e}")))?;
-    // The query waits for its client's connection to Poe when another call
-    // is opening it.
-    call.http.ready().await;
     let url = bot_url(call.base_url, bot)?;
+    // Waits for the client's connection to Poe when another call is
+    // opening it.
     let response = call
         .http
         .send(body, |body| {

@@ -104,7 +104,6 @@ impl PoeOpenAi {
     }
 
     async fn dispatch(&self, call: &Call<'_>) -> Result<Response, PluginError> {
-        call.http.ready().await;
         if call.request.output == OutputKind::Video && video::uses_videos_api(&call.request.model) {
             video::run(call).await
         } else {
@@ -184,10 +183,10 @@ impl AsyncProvider for PoeOpenAi {
                 .user_agent(concat!("poe-code-poe-openai/", env!("CARGO_PKG_VERSION")))
                 .build()
         };
-        let first = client()
+        let http = Lanes::new(client)
             .map_err(|e| PluginError::internal(format!("cannot build HTTP client: {e}")))?;
         Ok(PoeOpenAi {
-            http: Lanes::new(first, move || client().ok()),
+            http,
             base_url,
             api_key,
             video_poll,
