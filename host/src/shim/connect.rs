@@ -48,10 +48,14 @@ pub async fn connect(paths: &Paths, hello: &Hello) -> Result<Connection, Connect
     let socket = paths.socket();
     let stream = match UnixStream::connect(&socket).await {
         Ok(stream) => stream,
+        // A reset means the connection sat in the backlog of a daemon that
+        // closed its socket (killed, or an idle exit): nothing listens now.
         Err(e)
             if matches!(
                 e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::ConnectionReset
             ) =>
         {
             return Err(ConnectError::NotRunning(socket.display().to_string()));
@@ -62,9 +66,16 @@ pub async fn connect(paths: &Paths, hello: &Hello) -> Result<Connection, Connect
     };
     let (read, mut writer) = stream.into_split();
     let mut reader = FrameReader::new(read, 64 * 1024);
-    write_json(&mut writer, hello)
-        .await
-        .context("daemon closed the connection during hello")?;
+    if let Err(e) = write_json(&mut writer, hello).await {
+        // The same race one step later: the daemon went away after accepting.
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ) {
+            return Err(ConnectError::NotRunning(socket.display().to_string()));
+        }
+        return Err(anyhow!("cannot greet the daemon at {}: {e}", socket.display()).into());
+    }
     let ack = match tokio::time::timeout(START_TIMEOUT, reader.next()).await {
         Ok(Ok(Frame::Line(line))) => serde_json::from_slice::<HelloAck>(&line)
             .map_err(|e| anyhow!("daemon sent an unreadable hello reply: {e}"))?,
@@ -218,4 +229,47 @@ pub fn start_daemon(
         }
     });
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::{ConnectionKind, IPC_VERSION};
+
+    /// A daemon that dies while a client connects (killed, or an idle exit)
+    /// leaves the client a refused connect, a reset, or an early EOF,
+    /// depending on the instant; each means "no daemon", so a shim starts a
+    /// new one and `status` says none runs, rather than failing.
+    #[tokio::test]
+    async fn a_daemon_closing_its_socket_mid_connect_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::at(dir.path().to_path_buf());
+        paths.ensure_run_dir().unwrap();
+        let hello = Hello {
+            ipc: IPC_VERSION,
+            kind: ConnectionKind::Control,
+            version: "test".into(),
+            pid: std::process::id(),
+            cwd: None,
+            api_key: None,
+        };
+        for round in 0..200 {
+            let listener = tokio::net::UnixListener::bind(paths.socket()).unwrap();
+            let client = tokio::spawn({
+                let (paths, hello) = (paths.clone(), hello.clone());
+                async move { connect(&paths, &hello).await }
+            });
+            // Vary where in the client's connect the listener goes away.
+            for _ in 0..round % 7 {
+                tokio::task::yield_now().await;
+            }
+            drop(listener);
+            match client.await.unwrap() {
+                Err(ConnectError::NotRunning(_)) => {}
+                Err(ConnectError::Other(e)) => panic!("round {round}: {e:#}"),
+                Ok(_) => panic!("round {round}: greeted by a closed socket"),
+            }
+            std::fs::remove_file(paths.socket()).unwrap();
+        }
+    }
 }
