@@ -48,16 +48,7 @@ pub async fn connect(paths: &Paths, hello: &Hello) -> Result<Connection, Connect
     let socket = paths.socket();
     let stream = match UnixStream::connect(&socket).await {
         Ok(stream) => stream,
-        // A reset means the connection sat in the backlog of a daemon that
-        // closed its socket (killed, or an idle exit): nothing listens now.
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound
-                    | std::io::ErrorKind::ConnectionRefused
-                    | std::io::ErrorKind::ConnectionReset
-            ) =>
-        {
+        Err(e) if nobody_listens(&e) => {
             return Err(ConnectError::NotRunning(socket.display().to_string()));
         }
         Err(e) => {
@@ -67,11 +58,7 @@ pub async fn connect(paths: &Paths, hello: &Hello) -> Result<Connection, Connect
     let (read, mut writer) = stream.into_split();
     let mut reader = FrameReader::new(read, 64 * 1024);
     if let Err(e) = write_json(&mut writer, hello).await {
-        // The same race one step later: the daemon went away after accepting.
-        if matches!(
-            e.kind(),
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-        ) {
+        if nobody_listens(&e) {
             return Err(ConnectError::NotRunning(socket.display().to_string()));
         }
         return Err(anyhow!("cannot greet the daemon at {}: {e}", socket.display()).into());
@@ -99,6 +86,17 @@ pub async fn connect(paths: &Paths, hello: &Hello) -> Result<Connection, Connect
         writer,
         ack,
     })
+}
+
+/// Whether a connect or the hello failed because no daemon listens: no
+/// socket, nobody bound to it, or (reset, broken pipe) a daemon that closed
+/// it, killed or idle, while our connection sat in its backlog.
+fn nobody_listens(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        NotFound | ConnectionRefused | ConnectionReset | BrokenPipe
+    )
 }
 
 /// Connects to the daemon, starting one if none answers.
